@@ -1,0 +1,11 @@
+"""Fusion layers. Every class listed in `__all__` passes the conformance check."""
+
+from mmfusion_keras.layers.concatenate_fusion import ConcatenateFusion
+from mmfusion_keras.layers.product_fusion import ProductFusion
+from mmfusion_keras.layers.sum_fusion import SumFusion
+
+__all__ = [
+    "ConcatenateFusion",
+    "ProductFusion",
+    "SumFusion",
+]

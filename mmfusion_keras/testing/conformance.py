@@ -1,0 +1,309 @@
+"""The conformance check every public mmfusion_keras layer must pass.
+
+`run_layer_conformance` plays the role of Keras's private `run_layer_test`
+(which this library does not import) plus KerasHub's save/reload check:
+
+1. `get_config` / `from_config` round trip, and a JSON round trip through
+   `keras.saving.serialize_keras_object`;
+2. trainable / non-trainable weight and seed-generator counts after build;
+3. symbolic output shape and dtype, `compute_output_shape`, eager output
+   shape and dtype;
+4. one `model.fit` step with `jit_compile="auto"`, finite loss;
+5. a finite, non-zero gradient for every trainable weight (computed with the
+   active backend's autodiff);
+6. `.keras` save -> load: same class, same outputs (atol 1e-6), same
+   non-trainable state;
+7. a `mixed_float16` pass: output dtype matches `compute_output_spec` and
+   float weights stay float32;
+8. the layer's clear-error cases: each raises `ValueError` whose message
+   matches a regular expression.
+
+Everything here runs on TensorFlow, JAX and PyTorch.
+"""
+
+import json
+import os
+import re
+import tempfile
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def random_inputs(input_shapes, batch_size=None, seed=0, dtype="float32"):
+    """Random normal NumPy inputs for a list of shapes (batch dim first).
+
+    A `None` batch dimension is replaced by `batch_size` (default 4).
+    """
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for shape in input_shapes:
+        batch = batch_size or 4
+        shape = tuple(batch if d is None else d for d in shape)
+        arrays.append(rng.standard_normal(shape).astype(dtype))
+    return arrays
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _unwrap(inputs):
+    return inputs if len(inputs) > 1 else inputs[0]
+
+
+def assert_raises_with_message(fn, pattern, error=ValueError):
+    """Asserts `fn()` raises `error` whose message matches regex `pattern`."""
+    try:
+        fn()
+    except error as e:
+        message = str(e)
+        if not re.search(pattern, message, flags=re.DOTALL):
+            raise AssertionError(
+                f"Expected a {error.__name__} whose message matches "
+                f"{pattern!r}. Got: {message!r}"
+            ) from e
+        return message
+    raise AssertionError(f"Expected a {error.__name__} matching {pattern!r}.")
+
+
+def trainable_gradients(model, inputs, output_weights=None, training=True):
+    """Gradients of a random projection of `model(inputs)` w.r.t. its weights.
+
+    The loss is `sum(output * output_weights)` (random weights by default),
+    so every output feature contributes. Returns a list of NumPy arrays in
+    the order of `model.trainable_variables`.
+    """
+    backend = keras.config.backend()
+    inputs = [ops.convert_to_tensor(x) for x in _as_list(inputs)]
+    if output_weights is None:
+        probe = model(_unwrap(inputs), training=False)
+        rng = np.random.default_rng(123)
+        output_weights = rng.standard_normal(tuple(probe.shape)).astype("float32")
+    target = ops.convert_to_tensor(output_weights)
+
+    def loss_of(outputs):
+        return ops.sum(ops.cast(outputs, "float32") * target)
+
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_of(model(_unwrap(inputs), training=training))
+        grads = tape.gradient(loss, [v.value for v in model.trainable_variables])
+    elif backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def f(tv):
+            outputs, _ = model.stateless_call(
+                tv, non_trainable, _unwrap(inputs), training=training
+            )
+            return loss_of(outputs)
+
+        grads = jax.grad(f)(trainable)
+    elif backend == "torch":
+        for v in model.trainable_variables:
+            v.value.grad = None
+        loss = loss_of(model(_unwrap(inputs), training=training))
+        loss.backward()
+        grads = [v.value.grad for v in model.trainable_variables]
+    else:  # pragma: no cover
+        raise ValueError(f"Unsupported backend: {backend}")
+    return [None if g is None else ops.convert_to_numpy(g) for g in grads]
+
+
+def _symbolic_inputs(input_shapes, dtype="float32"):
+    return [keras.Input(shape=tuple(s[1:]), dtype=dtype) for s in input_shapes]
+
+
+def run_layer_conformance(
+    layer_cls,
+    init_kwargs,
+    input_shapes,
+    expected_output_shape,
+    expected_num_trainable_weights,
+    expected_num_non_trainable_weights,
+    expected_num_seed_generators=0,
+    error_cases=(),
+    batch_size=4,
+    run_fit=True,
+    run_gradients=True,
+    run_mixed_precision=True,
+    run_saving=True,
+    save_atol=1e-6,
+    make_target=None,
+):
+    """Runs the conformance check on one layer configuration.
+
+    Args:
+        layer_cls: the layer class.
+        init_kwargs: dict of constructor arguments.
+        input_shapes: list of input shapes with `None` batch, e.g.
+            `[(None, 3), (None, 5)]`; a single shape for one-input layers.
+        expected_output_shape: symbolic output shape (batch `None`).
+        expected_num_trainable_weights: count after build.
+        expected_num_non_trainable_weights: count after build (seed
+            generator states excluded).
+        expected_num_seed_generators: count of `keras.random.SeedGenerator`.
+        error_cases: iterable of `(description, make_call, pattern)`:
+            `make_call()` must raise `ValueError` matching `pattern`.
+        batch_size: eager batch size.
+        run_fit / run_gradients / run_mixed_precision / run_saving: switches.
+        save_atol: tolerance of the save/load output comparison.
+        make_target: optional `fn(outputs) -> targets` for the fit step.
+    """
+    single_input = not isinstance(input_shapes[0], (list, tuple))
+    shapes = [tuple(input_shapes)] if single_input else [tuple(s) for s in input_shapes]
+    unwrap = (lambda xs: xs[0]) if single_input else (lambda xs: xs)
+
+    # 1. Config round trips.
+    layer = layer_cls(**init_kwargs)
+    config = layer.get_config()
+    revived = layer_cls.from_config(config)
+    assert revived.get_config() == config, (
+        f"{layer_cls.__name__}: from_config(get_config()) changed the config:\n"
+        f"{config}\n!=\n{revived.get_config()}"
+    )
+    serialized = json.dumps(keras.saving.serialize_keras_object(layer))
+    revived = keras.saving.deserialize_keras_object(json.loads(serialized))
+    assert type(revived) is layer_cls, type(revived)
+    assert revived.get_config() == config, f"{layer_cls.__name__}: JSON round trip"
+
+    # 2-3. Symbolic call, weight counts, shapes.
+    layer = layer_cls(**init_kwargs)
+    symbolic = _symbolic_inputs(shapes)
+    sym_out = layer(unwrap(symbolic))
+    assert tuple(sym_out.shape) == tuple(expected_output_shape), (
+        f"{layer_cls.__name__}: symbolic output shape {tuple(sym_out.shape)}"
+        f" != expected {tuple(expected_output_shape)}"
+    )
+    assert keras.backend.standardize_dtype(sym_out.dtype) == "float32"
+    computed = layer.compute_output_shape(unwrap(shapes))
+    assert tuple(computed) == tuple(expected_output_shape), (
+        f"{layer_cls.__name__}: compute_output_shape {computed}"
+    )
+    n_trainable = len(layer.trainable_weights)
+    seed_vars = sum(
+        len(sg.variables) for sg in _seed_generators(layer)
+    )
+    n_non_trainable = len(layer.non_trainable_weights) - seed_vars
+    assert n_trainable == expected_num_trainable_weights, (
+        f"{layer_cls.__name__}: {n_trainable} trainable weights, expected "
+        f"{expected_num_trainable_weights}: "
+        f"{[w.path for w in layer.trainable_weights]}"
+    )
+    assert n_non_trainable == expected_num_non_trainable_weights, (
+        f"{layer_cls.__name__}: {n_non_trainable} non-trainable weights, "
+        f"expected {expected_num_non_trainable_weights}: "
+        f"{[w.path for w in layer.non_trainable_weights]}"
+    )
+    assert len(_seed_generators(layer)) == expected_num_seed_generators
+
+    # Eager call.
+    data = random_inputs(shapes, batch_size=batch_size)
+    eager_layer = layer_cls(**init_kwargs)
+    eager_out = eager_layer(unwrap(data))
+    expected_eager = (batch_size,) + tuple(expected_output_shape[1:])
+    assert tuple(eager_out.shape) == expected_eager, (
+        f"{layer_cls.__name__}: eager output shape {tuple(eager_out.shape)} "
+        f"!= {expected_eager}"
+    )
+    assert keras.backend.standardize_dtype(eager_out.dtype) == "float32"
+    assert np.all(np.isfinite(ops.convert_to_numpy(eager_out)))
+
+    model = keras.Model(symbolic, sym_out)
+
+    # 4. One fit step: the layer under a small trainable head, so that even
+    # weightless layers are trained through.
+    if run_fit:
+        head = keras.layers.Dense(1, name="conformance_head")(
+            keras.layers.Flatten()(sym_out) if len(sym_out.shape) > 2 else sym_out
+        )
+        fit_model = keras.Model(symbolic, head)
+        target = (
+            make_target(ops.convert_to_numpy(fit_model(unwrap(data))))
+            if make_target is not None
+            else np.random.default_rng(1).standard_normal((batch_size, 1)).astype(
+                "float32"
+            )
+        )
+        fit_model.compile(optimizer="adam", loss="mse", jit_compile="auto")
+        history = fit_model.fit(
+            unwrap(data), target, batch_size=batch_size, epochs=1, verbose=0
+        )
+        assert np.isfinite(history.history["loss"][-1])
+
+    # 5. Gradients reach every trainable weight.
+    if run_gradients and model.trainable_variables:
+        grad_model = keras.Model(symbolic, sym_out)
+        grads = trainable_gradients(grad_model, data)
+        for var, grad in zip(grad_model.trainable_variables, grads):
+            assert grad is not None, f"No gradient for {var.path}"
+            assert np.all(np.isfinite(grad)), f"Non-finite gradient for {var.path}"
+            assert np.any(grad != 0), f"Zero gradient for {var.path}"
+
+    # 6. .keras save -> load.
+    if run_saving:
+        before = ops.convert_to_numpy(model.predict(unwrap(data), verbose=0))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.keras")
+            model.save(path)
+            restored = keras.saving.load_model(path)
+        restored_layers = [
+            layer_ for layer_ in restored.layers if isinstance(layer_, layer_cls)
+        ]
+        assert len(restored_layers) == 1 and type(restored_layers[0]) is layer_cls
+        after = ops.convert_to_numpy(restored.predict(unwrap(data), verbose=0))
+        np.testing.assert_allclose(after, before, atol=save_atol, rtol=0)
+        for a, b in zip(model.non_trainable_variables, restored.non_trainable_variables):
+            np.testing.assert_allclose(
+                ops.convert_to_numpy(b), ops.convert_to_numpy(a), atol=0, rtol=0
+            )
+
+    # 7. mixed_float16.
+    if run_mixed_precision:
+        mp_layer = layer_cls(**{**init_kwargs, "dtype": "mixed_float16"})
+        mp_out = mp_layer(unwrap(data))
+        spec = mp_layer.compute_output_spec(
+            unwrap([keras.KerasTensor(x.shape, dtype="float32") for x in data])
+        )
+        assert keras.backend.standardize_dtype(mp_out.dtype) == (
+            keras.backend.standardize_dtype(spec.dtype)
+        ), f"mixed_float16 output {mp_out.dtype} != spec {spec.dtype}"
+        assert keras.backend.standardize_dtype(mp_out.dtype) == "float16"
+        for w in mp_layer.weights:
+            dtype = keras.backend.standardize_dtype(w.dtype)
+            if "float" in dtype:
+                assert dtype == "float32", f"{w.path} has dtype {dtype}"
+
+    # 8. Clear errors.
+    for description, make_call, pattern in error_cases:
+        try:
+            assert_raises_with_message(make_call, pattern)
+        except AssertionError as e:
+            raise AssertionError(f"{layer_cls.__name__} / {description}: {e}") from e
+
+
+def _seed_generators(layer):
+    found = []
+    seen = set()
+
+    def visit(obj):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        for value in list(vars(obj).values()):
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                if isinstance(item, keras.random.SeedGenerator) and id(item) not in seen:
+                    seen.add(id(item))
+                    found.append(item)
+                elif isinstance(item, keras.layers.Layer):
+                    visit(item)
+
+    visit(layer)
+    return found

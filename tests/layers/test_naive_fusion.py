@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+from keras import ops
+
+from mmfusion_keras.layers import ConcatenateFusion
+from mmfusion_keras.layers import ProductFusion
+from mmfusion_keras.layers import SumFusion
+from mmfusion_keras.testing import assert_raises_with_message
+from mmfusion_keras.testing import run_layer_conformance
+
+X1 = np.arange(6, dtype="float32").reshape(2, 3)
+X2 = np.ones((2, 3), dtype="float32") * 2
+
+
+def _common_errors(make_layer):
+    return [
+        (
+            "one modality",
+            lambda: make_layer()([X1]),
+            r"expects a list of at least 2 modality tensors.*Received 1 modalities",
+        ),
+        (
+            "single tensor",
+            lambda: make_layer()(X1),
+            r"Received a single tensor of shape \(2, 3\)",
+        ),
+        (
+            "wrong rank",
+            lambda: make_layer()([X1, np.ones((2, 3, 1), "float32")]),
+            r"rank 2 \(batch, features\).*modality 1 with rank 3",
+        ),
+        (
+            "mismatched batch",
+            lambda: make_layer()([X1, np.ones((3, 3), "float32")]),
+            r"same batch size.*\[2, 3\]",
+        ),
+        (
+            "integer dtype",
+            lambda: make_layer()([X1, np.ones((2, 3), "int32")]),
+            r"floating-point.*modality 1 with dtype int32",
+        ),
+    ]
+
+
+def test_concatenate_conformance():
+    run_layer_conformance(
+        ConcatenateFusion,
+        {},
+        [(None, 3), (None, 5)],
+        expected_output_shape=(None, 8),
+        expected_num_trainable_weights=0,
+        expected_num_non_trainable_weights=0,
+        error_cases=_common_errors(ConcatenateFusion),
+    )
+
+
+@pytest.mark.parametrize("cls", [SumFusion, ProductFusion])
+def test_elementwise_conformance_with_projection(cls):
+    run_layer_conformance(
+        cls,
+        {"projection_units": 4, "projection_activation": "tanh"},
+        [(None, 3), (None, 5), (None, 2)],
+        expected_output_shape=(None, 4),
+        expected_num_trainable_weights=6,
+        expected_num_non_trainable_weights=0,
+        error_cases=_common_errors(lambda: cls(projection_units=4)),
+    )
+
+
+@pytest.mark.parametrize("cls", [SumFusion, ProductFusion])
+def test_elementwise_conformance_without_projection(cls):
+    run_layer_conformance(
+        cls,
+        {},
+        [(None, 3), (None, 3)],
+        expected_output_shape=(None, 3),
+        expected_num_trainable_weights=0,
+        expected_num_non_trainable_weights=0,
+        error_cases=[
+            (
+                "unequal widths",
+                lambda: cls()([X1, np.ones((2, 4), "float32")]),
+                r"widths must be equal.*Received widths \[3, 4\].*projection_units",
+            )
+        ],
+    )
+
+
+def test_naive_fusion_values():
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(ConcatenateFusion()([X1, X2])),
+        np.concatenate([X1, X2], axis=-1),
+    )
+    np.testing.assert_allclose(ops.convert_to_numpy(SumFusion()([X1, X2, X2])), X1 + 4)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(ProductFusion()([X1, X2, X2])), X1 * 4
+    )
+
+
+def test_invalid_projection_units():
+    assert_raises_with_message(
+        lambda: SumFusion(projection_units=0),
+        r"argument `projection_units`.*Received: projection_units=0",
+    )
