@@ -1,7 +1,6 @@
 """Element-wise naive fusion (sum and product) with optional projection."""
 
 import keras
-from keras import ops
 
 from mmfusion_keras.layers.base_fusion import BaseFusion
 

@@ -1,0 +1,358 @@
+import keras
+from keras import ops
+
+from mmfusion_keras.layers.base_fusion import BaseFusion
+from mmfusion_keras.layers.feature_self_attention import FeatureSelfAttention
+
+_READ_MODES = ("self", "cross")
+_MEMORY_MODES = ("fused", "per_modality")
+
+
+def batch_memory_write(memory, read_weights, written):
+    """Applies Eq. 8 once per sample, in sample order, in closed form.
+
+    One write of sample `s` is `M <- M * (1 - z_s 1^T) + z_s h_s^T`, i.e.
+    per slot `j`: `M_j <- (1 - z_sj) M_j + z_sj h_s`. Unrolled over a batch
+    of `B` samples, slot `j` ends as
+
+        M_j' = prod_s (1 - z_sj) M_j + sum_s z_sj prod_{t > s} (1 - z_tj) h_s
+
+    which needs the reverse exclusive cumulative product of `(1 - z)` over
+    the batch, and no loop (so it compiles under XLA on every backend).
+
+    Args:
+        memory: `(k, l)` memory before the batch.
+        read_weights: `(B, k)` write keys `z` of the batch's samples.
+        written: `(B, l)` vectors `h` written by the samples.
+
+    Returns:
+        The `(k, l)` memory after the `B` sequential writes.
+    """
+    keep = 1.0 - read_weights  # (B, k)
+    # suffix[s] = prod_{t >= s} keep[t]
+    suffix = ops.flip(ops.cumprod(ops.flip(keep, axis=0), axis=0), axis=0)
+    kept = suffix[0]  # prod over the whole batch, (k,)
+    after = ops.concatenate([suffix[1:], ops.ones_like(suffix[:1])], axis=0)
+    weights = read_weights * after  # z_sj prod_{t > s} (1 - z_tj)
+    return kept[:, None] * memory + ops.matmul(ops.transpose(weights), written)
+
+
+@keras.saving.register_keras_serializable(package="mmfusion_keras")
+class MemoryBasedAttentiveFusion(BaseFusion):
+    """Memory-Based Attentive Fusion (MBAF), a drop-in for concatenation.
+
+    Fuses modality vectors `x_1 ... x_n` (`(batch, d_i)`) through a memory
+    of `k` slots that stores fused representations seen during training,
+    and returns a tensor of the concatenation's width `l = sum(d_i)`, so it
+    replaces a concatenation layer without changing the rest of a model.
+
+    For each sample (Priyasad et al. 2021, section 3):
+
+        x = x_1 ⊕ ... ⊕ x_n                                     (Eq. 1)
+        z = softmax(f_r(x) M^T)          over the k slots        (Eq. 2)
+        m = z M                          read                    (Eq. 3)
+        b = f_c(x ⊕ m)                   MLP, ReLU               (Eq. 4)
+        c = FeatureSelfAttention(b)      attention over features (Eq. 5-6)
+        h = ReLU(c w)                                            (Eq. 7)
+        M <- M ⊙ (1 - z 1^T) + z h^T     erase, then write        (Eq. 8)
+        o = x + h                        axis-wise sum           (Eq. 9)
+
+    **Memory state.** `M` is a non-trainable variable (`memory`, or
+    `memory_0 ... memory_{n-1}` with one memory per modality), initialized
+    from N(0, 1) with `seed`. It is written only when the layer is called
+    with `training=True` and is trainable, i.e. in `fit`, never in
+    `predict` or `evaluate`, so no test data leaks into it. It is saved in
+    `.keras` files and checkpoints like any weight. Gradients flow through
+    the read and the composition into `f_r`, `f_c`, the attention and `w`;
+    the written memory is state and carries no gradient.
+
+    **Batch semantics.** Every sample of a batch reads the memory as it was
+    at the start of the batch (Eq. 2-3 use `M_{t-1}` of the batch). The
+    writes of Eq. 8 are then applied once per sample, in sample order,
+    exactly as a loop over the batch would, using a closed form with a
+    reverse cumulative product of `(1 - z)` over the batch (see
+    `batch_memory_write`). Shuffle training data, as usual, so the order is
+    not informative.
+
+    **Readings of the paper.** `f_r` maps `x` to the memory width `l`, a
+    `Dense(l)` with bias, so that `f_r(x) M^T` scores every slot. `f_c` is
+    a `Dense(composition_units)` with ReLU on `x ⊕ m`
+    (`composition_units` defaults to `l`). The attention of Eq. 5-6 is
+    `FeatureSelfAttention` (see its docstring for how Eq. 6 is read). `w`
+    of Eq. 7 is a `Dense(l)` without bias. With these choices the layer has
+    `l^2 + l + 2 l u + u + u^2 + u l` trainable weights (`u` =
+    `composition_units`); the paper's Eq. 10 count
+    (`2 l^2 + (q + 1) l`, `q` the batch size) cannot be matched by any
+    reading that keeps the `l`-wide read and write, so we do not try.
+
+    **Ablations** (section 6). `read="cross"` composes and writes from the
+    swapped concatenation `x_s = x_n ⊕ ... ⊕ x_1` (Eq. 11-12) while the
+    key is still computed from `x`; the output is still `x + h`.
+    `memory="per_modality"` gives every modality its own memory and
+    parameters (Eq. 13, `x = x_i`); the outputs `x_i + h_i` are
+    concatenated.
+
+    **Data parallel.** The memory is declared with `aggregation="mean"`.
+    Under `keras.distribution.DataParallel` (JAX) the train step is one SPMD
+    program over the global batch, so the memory update is the same as on
+    one device with that global batch (the cumulative product runs across
+    the sharded batch axis) and the replicated memory stays consistent.
+    Under `tf.distribute.MirroredStrategy` every replica computes the write
+    of its local batch slice and the assignments are averaged across
+    replicas (`aggregation="mean"`): consistent, but not the sequential
+    write of the global batch.
+
+    Args:
+        memory_slots: int, the number of slots `k`. Default 30 (the paper
+            sweeps 10-100, Table 4).
+        read: `"self"` (Eq. 1-9) or `"cross"` (Eq. 11-12). Default "self".
+        memory: `"fused"` (one memory over the concatenation) or
+            `"per_modality"` (Eq. 13). Default "fused".
+        composition_units: width `u` of `f_c` and the attention; default
+            None, the memory width (`l`, or `d_i` per modality).
+        kernel_initializer: initializer of the trainable kernels. Default
+            "glorot_uniform" (the paper uses a uniform distribution).
+        seed: int or None, seed of the memory initializer.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: list of `n >= 2` tensors of shape `(batch, d_i)`.
+        training: bool; the memory is written only when True.
+
+    Returns:
+        A tensor of shape `(batch, sum(d_i))`.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from mmfusion_keras.layers import MemoryBasedAttentiveFusion
+    >>> audio, text = keras.Input((16,)), keras.Input((8,))
+    >>> fused = MemoryBasedAttentiveFusion(memory_slots=10, seed=1)([audio, text])
+    >>> model = keras.Model([audio, text], keras.layers.Dense(4)(fused))
+    >>> tuple(fused.shape)
+    (None, 24)
+    >>> report = model.layers[2].inspect([np.ones((2, 16)), np.ones((2, 8))])
+    >>> report["read_weights"].shape, report["memory"].shape
+    ((2, 10), (10, 24))
+
+    Reference:
+        Priyasad, Fernando, Denman, Sridharan, Fookes, "Memory Based Fusion
+        for Multi-modal Deep Learning", Information Fusion 68 (2021),
+        section 3 (Eq. 1-9) and section 6 (Eq. 11-13).
+    """
+
+    def __init__(
+        self,
+        memory_slots=30,
+        read="self",
+        memory="fused",
+        composition_units=None,
+        kernel_initializer="glorot_uniform",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(memory_slots, int) or memory_slots < 1:
+            raise ValueError(
+                "Received an invalid value for argument `memory_slots`, "
+                f"expected a positive integer. Received: memory_slots={memory_slots}"
+            )
+        if read not in _READ_MODES:
+            raise ValueError(
+                "Received an invalid value for argument `read`, expected one "
+                f"of {_READ_MODES}. Received: read={read!r}"
+            )
+        if memory not in _MEMORY_MODES:
+            raise ValueError(
+                "Received an invalid value for argument `memory`, expected one "
+                f"of {_MEMORY_MODES}. Received: memory={memory!r}"
+            )
+        if read == "cross" and memory == "per_modality":
+            raise ValueError(
+                "`read='cross'` swaps modalities inside one fused memory and "
+                "cannot be combined with `memory='per_modality'`. Received: "
+                f"read={read!r}, memory={memory!r}"
+            )
+        if composition_units is not None and (
+            not isinstance(composition_units, int) or composition_units < 1
+        ):
+            raise ValueError(
+                "Received an invalid value for argument `composition_units`, "
+                "expected a positive integer or None. "
+                f"Received: composition_units={composition_units}"
+            )
+        self.memory_slots = memory_slots
+        self.read = read
+        self.memory = memory
+        self.composition_units = composition_units
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.seed = seed
+
+    def build(self, input_shape):
+        shapes = self._validate_input_shapes(input_shape)
+        self._modality_widths = [s[-1] for s in shapes]
+        if self.memory == "fused":
+            unit_widths = [sum(self._modality_widths)]
+        else:
+            unit_widths = list(self._modality_widths)
+        self.read_projections = []
+        self.composers = []
+        self.attentions = []
+        self.transforms = []
+        self.memories = []
+        for j, width in enumerate(unit_widths):
+            units = self.composition_units or width
+            suffix = "" if len(unit_widths) == 1 else f"_{j}"
+            read_projection = keras.layers.Dense(
+                width,
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=f"read_projection{suffix}",
+            )
+            read_projection.build((None, width))
+            composer = keras.layers.Dense(
+                units,
+                activation="relu",
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=f"composer{suffix}",
+            )
+            composer.build((None, 2 * width))
+            attention = FeatureSelfAttention(
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=f"composition_attention{suffix}",
+            )
+            attention.build((None, units))
+            transform = keras.layers.Dense(
+                width,
+                use_bias=False,
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=f"transform{suffix}",
+            )
+            transform.build((None, units))
+            memory_seed = None if self.seed is None else self.seed + j
+            memory = self.add_weight(
+                shape=(self.memory_slots, width),
+                name=f"memory{suffix}",
+                initializer=keras.initializers.RandomNormal(
+                    mean=0.0, stddev=1.0, seed=memory_seed
+                ),
+                trainable=False,
+                autocast=False,
+                aggregation="mean",
+            )
+            self.read_projections.append(read_projection)
+            self.composers.append(composer)
+            self.attentions.append(attention)
+            self.transforms.append(transform)
+            self.memories.append(memory)
+
+    def _unit_inputs(self, inputs):
+        """The `(key input, composition input)` pair of every memory unit."""
+        inputs = list(inputs)
+        if self.memory == "per_modality":
+            return [(x, x) for x in inputs]  # Eq. 13
+        x = ops.concatenate(inputs, axis=-1)  # Eq. 1
+        if self.read == "cross":
+            return [(x, ops.concatenate(inputs[::-1], axis=-1))]  # Eq. 11
+        return [(x, x)]
+
+    def _forward(self, inputs):
+        """Read and compose for every memory unit. No state is changed."""
+        results = []
+        for j, (x, x_compose) in enumerate(self._unit_inputs(inputs)):
+            # On PyTorch, assign() is in place: read through a copy so that
+            # autograd never sees the tensor that the write overwrites.
+            state = ops.copy(self.memories[j])
+            memory = ops.cast(state, x.dtype)
+            keys = self.read_projections[j](x)
+            z = ops.softmax(ops.matmul(keys, ops.transpose(memory)), axis=-1)  # Eq. 2
+            m = ops.matmul(z, memory)  # Eq. 3
+            b = self.composers[j](ops.concatenate([x_compose, m], axis=-1))  # Eq. 4/12
+            c, alpha = self.attentions[j](b, return_attention_scores=True)  # Eq. 5-6
+            h = ops.relu(self.transforms[j](c))  # Eq. 7
+            results.append(
+                {
+                    "input": x,
+                    "read_weights": z,
+                    "attention": alpha,
+                    "written": h,
+                    "state": state,
+                    "output": x + h,  # Eq. 9
+                }
+            )
+        return results
+
+    def call(self, inputs, training=None):
+        results = self._forward(inputs)
+        if training and self.trainable:
+            for memory, r in zip(self.memories, results):
+                z = ops.stop_gradient(ops.cast(r["read_weights"], memory.dtype))
+                h = ops.stop_gradient(ops.cast(r["written"], memory.dtype))
+                memory.assign(batch_memory_write(r["state"], z, h))  # Eq. 8
+        return ops.concatenate([r["output"] for r in results], axis=-1)
+
+    def inspect(self, inputs):
+        """What the layer does with `inputs`, without changing the memory.
+
+        Runs the read and composition in inference mode and returns NumPy
+        arrays. With one fused memory the values are arrays; with
+        `memory="per_modality"` each value is a list with one array per
+        modality.
+
+        Args:
+            inputs: list of modality arrays `(batch, d_i)` (the inputs of
+                this layer, e.g. the encoders' outputs; see
+                `mmfusion_keras.inspection.inspect_fusion` to start from a
+                model's inputs).
+
+        Returns:
+            dict with `read_weights` `(batch, k)` (Eq. 2), `attention`
+            `(batch, u)` (Eq. 5), `written` `(batch, l)` (`h`, Eq. 7),
+            `output` `(batch, l)` (Eq. 9), `memory` `(k, l)` (the current
+            memory), and `memory_after_write` `(k, l)`: what the memory
+            would become if this batch were a training batch (Eq. 8; not
+            applied).
+        """
+        inputs = [ops.convert_to_tensor(x, dtype=self.compute_dtype) for x in inputs]
+        self._validate_call_inputs(inputs)
+        if not self.built:
+            self.build([tuple(x.shape) for x in inputs])
+        results = self._forward(inputs)
+        report = {
+            key: [ops.convert_to_numpy(r[key]) for r in results]
+            for key in ("read_weights", "attention", "written", "output")
+        }
+        report["memory"] = [ops.convert_to_numpy(m) for m in self.memories]
+        report["memory_after_write"] = [
+            ops.convert_to_numpy(
+                batch_memory_write(
+                    r["state"],
+                    ops.cast(r["read_weights"], "float32"),
+                    ops.cast(r["written"], "float32"),
+                )
+            )
+            for r in results
+        ]
+        if self.memory == "fused":
+            report = {key: value[0] for key, value in report.items()}
+        return report
+
+    def compute_output_shape(self, input_shape):
+        shapes = self._validate_input_shapes(input_shape)
+        return (shapes[0][0], sum(s[-1] for s in shapes))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "memory_slots": self.memory_slots,
+            "read": self.read,
+            "memory": self.memory,
+            "composition_units": self.composition_units,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+            "seed": self.seed,
+        }
