@@ -12,15 +12,17 @@ class FeatureSelfAttention(keras.layers.Layer):
     are re-weighted by their attention (Eq. 6):
 
         e_i = b_i * b_hat_i,      alpha = softmax(e)          (Eq. 5)
-        c   = u * alpha * b       (element-wise)              (Eq. 6)
+        c   = alpha * b           (element-wise)              (Eq. 6)
 
     Reading of the paper (Priyasad et al. 2021 leave the shapes open):
     Eq. 6 writes `c = sum_i alpha_i b`, which taken literally returns `b`
     since the weights sum to one; the text says the attention "filters
     uninformative features", so the sum is read as element-wise
-    re-weighting `c_i = alpha_i b_i`. It is multiplied by the width `u` so
-    that uniform attention is the identity (without it the output shrinks
-    as `1/u`, which would starve later layers of gradient for wide inputs).
+    re-weighting `c_i = alpha_i b_i`. We tried rescaling `c` by the width
+    `u` (so that uniform attention is the identity): inside MBAF that
+    amplifies the memory's feedback loop (read -> compose -> write) and the
+    memory diverged within one epoch on Digits-Views, so `c` is not
+    rescaled; the following Dense layer learns the scale.
 
     The same layer is used on its own for the "self attention" blocks of the
     paper's MBAF-II / MBAF-III networks.
@@ -78,8 +80,7 @@ class FeatureSelfAttention(keras.layers.Layer):
         b_hat = self.attentive_projection(inputs)
         scores = inputs * b_hat  # Eq. 5: e_i = b_i * b_hat_i
         alpha = ops.softmax(scores, axis=-1)  # Eq. 5
-        width = ops.cast(ops.shape(inputs)[-1], inputs.dtype)
-        outputs = width * alpha * inputs  # Eq. 6 (element-wise, see docstring)
+        outputs = alpha * inputs  # Eq. 6 (element-wise, see docstring)
         if return_attention_scores:
             return outputs, alpha
         return outputs

@@ -23,7 +23,7 @@ def mbaf_sample(x, x_compose, memory, w):
     m = z @ memory  # Eq. 3
     b = relu(np.concatenate([x_compose, m]) @ w["composer_kernel"] + w["composer_bias"])
     alpha = softmax(b * (b @ w["attention_kernel"]))  # Eq. 5
-    c = b.shape[-1] * alpha * b  # Eq. 6
+    c = alpha * b  # Eq. 6
     h = relu(c @ w["transform_kernel"])  # Eq. 7
     new_memory = memory * (1.0 - z)[:, None] + np.outer(z, h)  # Eq. 8
     return x + h, new_memory, z, alpha  # Eq. 9
