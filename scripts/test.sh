@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets up ./.venv, then runs the test suite once per Keras backend, each in
+# its own pytest process. Fails if any backend fails. Extra arguments go to
+# pytest (e.g. `bash scripts/test.sh -x tests/layers`).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_venv.sh || exit 1
+export TF_CPP_MIN_LOG_LEVEL=3
+status=0
+summary=()
+for backend in tensorflow jax torch; do
+    echo "=== KERAS_BACKEND=$backend"
+    start=$(date +%s)
+    KERAS_BACKEND=$backend .venv/bin/python -m pytest -q "$@"
+    code=$?
+    took=$(( $(date +%s) - start ))
+    if [ $code -ne 0 ]; then status=1; fi
+    summary+=("$backend: exit $code in ${took}s")
+done
+echo "=== summary"
+printf '%s\n' "${summary[@]}"
+exit $status
