@@ -173,7 +173,7 @@ def cmd_train(args):
         output=args.output,
         tensorboard=args.tensorboard,
         resume=args.resume,
-        command="mmfusion " + " ".join(sys.argv[1:]),
+        command="mmfusion " + " ".join(args.argv),
     )
     print(
         f"[{card['backend']}] {task.name} / {args.fusion}: test {_summary(card['test_metrics'])}"
@@ -302,7 +302,9 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         if getattr(args, "fusion", None) is not None and args.fusion not in FUSIONS:
             raise UserError(
