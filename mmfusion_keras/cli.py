@@ -318,8 +318,10 @@ def main(argv=None):
                 f"Unknown task {args.task!r}. Expected one of {task_names()}."
             )
         args.func(args)
-    except UserError as e:
-        print(f"mmfusion: error: {e}", file=sys.stderr)
+    except (UserError, ValueError, FileNotFoundError) as e:
+        # Library errors are written for users: one line, no traceback.
+        message = " ".join(str(e).split())
+        print(f"mmfusion: error: {message}", file=sys.stderr)
         return 2
     return 0
 

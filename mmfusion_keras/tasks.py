@@ -1,19 +1,29 @@
-"""Tasks the CLI can train and evaluate on: data + the matching model."""
+"""Tasks the CLI and the demo app can train, evaluate and run on.
+
+A task ties a bundled dataset to its model and to the preprocessing that
+turns raw inputs (waveforms of any length, strings, images) into model
+inputs, so a model card records everything needed to use a saved model.
+"""
 
 import dataclasses
+
+import numpy as np
+
+SAMPLE_RATE = 16000
 
 
 @dataclasses.dataclass
 class Task:
-    """A named task: its splits, classes and a model builder.
+    """A named task: its splits, classes, model builder and preprocessing.
 
     Attributes:
         name: task name used by the CLI.
         class_names: list of class names (index = label).
-        load: `load(split, seed) -> (inputs dict, labels)`.
-        build_model: `build_model(fusion, fusion_kwargs, seed) -> keras.Model`.
+        load: `load(split, seed) -> (inputs dict, labels)`, model-ready.
+        build_model: `build_model(fusion, fusion_kwargs=None, seed=0)`.
         description: one line for `--help` and model cards.
-        preprocessing: dict recorded in model cards.
+        preprocessing: JSON-serializable dict recorded in model cards.
+        modalities: the raw modalities `prepare` takes.
     """
 
     name: str
@@ -22,6 +32,79 @@ class Task:
     build_model: callable
     description: str
     preprocessing: dict
+    modalities: tuple = ()
+
+    def prepare(self, raw):
+        """Model inputs from raw inputs, and notes on what was changed.
+
+        Args:
+            raw: dict with, per modality, a list (one entry per example):
+                `"audio"`: 1-D float waveforms at 16 kHz (any length),
+                `"text"`: strings, `"image"`: 2-D arrays (8x8, values in
+                [0, 1]), `"left"`/`"right"`: vectors.
+
+        Returns:
+            `(inputs, notes)`: a dict of arrays for `model.predict`, and a
+            list of human-readable notes (e.g. "audio cropped").
+        """
+        return prepare_inputs(self.preprocessing, raw)
+
+
+def _fit_audio(waveforms, samples, padding):
+    out = np.zeros((len(waveforms), samples), "float32")
+    notes = []
+    for i, w in enumerate(waveforms):
+        w = np.asarray(w, "float32").reshape(-1)
+        if len(w) > samples:
+            notes.append(
+                f"audio {i}: {len(w) / SAMPLE_RATE:.2f} s cropped to the model's "
+                f"{samples / SAMPLE_RATE:.2f} s"
+            )
+            w = w[:samples]
+        if padding == "front":
+            out[i, samples - len(w) :] = w
+        else:
+            out[i, : len(w)] = w
+    return out, notes
+
+
+def prepare_inputs(preprocessing, raw):
+    """Applies a model card's `preprocessing` to raw inputs (see `Task.prepare`)."""
+    from mmfusion_keras.datasets.text import WordTokenizer
+
+    inputs, notes = {}, []
+    for name, spec in preprocessing["inputs"].items():
+        if name not in raw:
+            raise ValueError(
+                f"Missing input {name!r}: the model takes {sorted(preprocessing['inputs'])}."
+            )
+        values = raw[name]
+        kind = spec["kind"]
+        if kind == "waveform":
+            inputs[name], n = _fit_audio(values, spec["samples"], spec["padding"])
+            notes += n
+        elif kind == "tokens":
+            for i, text in enumerate(values):
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError(
+                        f"Text {i} is empty: the model needs a sentence. Received: {text!r}"
+                    )
+            tokenizer = WordTokenizer(vocabulary=spec["vocabulary"])
+            inputs[name] = tokenizer.encode(
+                list(values), sequence_length=spec["length"]
+            )
+            inputs[name] = inputs[name].astype("int32")
+        elif kind == "image":
+            images = np.stack([np.asarray(v, "float32") for v in values])
+            if images.shape[1:3] != tuple(spec["shape"][:2]):
+                raise ValueError(
+                    f"Expected images of {spec['shape'][0]}x{spec['shape'][1]} pixels. "
+                    f"Received shape {images.shape[1:]}."
+                )
+            inputs[name] = images.reshape((len(images),) + tuple(spec["shape"]))
+        else:
+            inputs[name] = np.stack([np.asarray(v, "float32") for v in values])
+    return inputs, notes
 
 
 def _digits_views():
@@ -30,14 +113,11 @@ def _digits_views():
     def build_model(fusion, fusion_kwargs=None, seed=0):
         from mmfusion_keras.models import build_fusion_classifier
 
-        kwargs = dict(fusion_kwargs or {})
-        if fusion == "mbaf":
-            kwargs.setdefault("seed", seed)
         return build_fusion_classifier(
             {"left": 32, "right": 32},
             num_classes=10,
             fusion=fusion,
-            fusion_kwargs=kwargs,
+            fusion_kwargs=_mbaf_seed(fusion, fusion_kwargs, seed),
             encoder_units=(64,),
             head_units=(64,),
             dropout=0.2,
@@ -51,13 +131,135 @@ def _digits_views():
         build_model=build_model,
         description="left/right halves of scikit-learn's 8x8 digits (bundled)",
         preprocessing={
-            "views": ["left 8x4 columns", "right 8x4 columns"],
-            "scale": "pixel / 16",
+            "inputs": {
+                "left": {"kind": "vector", "note": "left 8x4 columns, pixel / 16"},
+                "right": {"kind": "vector", "note": "right 8x4 columns, pixel / 16"},
+            }
         },
+        modalities=("left", "right"),
     )
 
 
-_TASKS = {"digits-views": _digits_views}
+def _mbaf_seed(fusion, fusion_kwargs, seed):
+    kwargs = dict(fusion_kwargs or {})
+    if fusion == "mbaf":
+        kwargs.setdefault("seed", seed)
+    return kwargs
+
+
+def _speech_text():
+    from mmfusion_keras.datasets.speech_text import CLASS_NAMES
+    from mmfusion_keras.datasets.speech_text import load_speech_text
+    from mmfusion_keras.datasets.text import fit_tokenizer
+
+    seconds, length = 4.0, 16
+    train = load_speech_text("train", max_seconds=seconds)
+    tokenizer = fit_tokenizer(list(train.inputs["text"]))
+    preprocessing = {
+        "inputs": {
+            "audio": {
+                "kind": "waveform",
+                "sample_rate": SAMPLE_RATE,
+                "samples": int(seconds * SAMPLE_RATE),
+                "padding": "back",
+            },
+            "text": {
+                "kind": "tokens",
+                "length": length,
+                "vocabulary": list(tokenizer.vocabulary[2:]),
+            },
+        }
+    }
+
+    def load(split, seed=0):
+        ds = train if split == "train" else load_speech_text(split, max_seconds=seconds)
+        inputs, _ = prepare_inputs(
+            preprocessing,
+            {"audio": list(ds.inputs["audio"]), "text": list(ds.inputs["text"])},
+        )
+        return inputs, ds.labels.astype("int64")
+
+    def build_model(fusion, fusion_kwargs=None, seed=0):
+        from mmfusion_keras.models.task_models import build_speech_text_model
+
+        return build_speech_text_model(
+            tokenizer.vocabulary_size,
+            sequence_length=length,
+            audio_samples=int(seconds * SAMPLE_RATE),
+            num_classes=len(CLASS_NAMES),
+            fusion=fusion,
+            fusion_kwargs=_mbaf_seed(fusion, fusion_kwargs, seed),
+        )
+
+    return Task(
+        name="speech-text",
+        class_names=list(CLASS_NAMES),
+        load=load,
+        build_model=build_model,
+        description="synthetic speech+text emotion corpus (espeak-ng, bundled; demo only)",
+        preprocessing=preprocessing,
+        modalities=("audio", "text"),
+    )
+
+
+def _av_digits():
+    from mmfusion_keras.datasets.av_digits import load_av_digits
+
+    preprocessing = {
+        "inputs": {
+            "image": {"kind": "image", "shape": [8, 8, 1], "range": [0, 1]},
+            "audio": {
+                "kind": "waveform",
+                "sample_rate": SAMPLE_RATE,
+                "samples": SAMPLE_RATE,
+                "padding": "front",
+            },
+        }
+    }
+
+    def load(split, seed=0):
+        ds = load_av_digits(split, features="waveform", seed=seed)
+        return (
+            {"image": ds.inputs["image"], "audio": ds.inputs["audio"]},
+            ds.labels.astype("int64"),
+        )
+
+    def build_model(fusion, fusion_kwargs=None, seed=0):
+        from mmfusion_keras.models.task_models import build_av_digits_model
+
+        return build_av_digits_model(
+            audio_samples=SAMPLE_RATE,
+            fusion=fusion,
+            fusion_kwargs=_mbaf_seed(fusion, fusion_kwargs, seed),
+        )
+
+    return Task(
+        name="avdigits",
+        class_names=[
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+        ],
+        load=load,
+        build_model=build_model,
+        description="AV-Digits: sklearn digits + espeak-ng spoken digits, speaker-independent splits",
+        preprocessing=preprocessing,
+        modalities=("image", "audio"),
+    )
+
+
+_TASKS = {
+    "digits-views": _digits_views,
+    "speech-text": _speech_text,
+    "avdigits": _av_digits,
+}
 
 
 def task_names():
