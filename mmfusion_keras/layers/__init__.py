@@ -1,17 +1,27 @@
 """Fusion layers. Every class listed in `__all__` passes the conformance check."""
 
+from mmfusion_keras.layers.compact_bilinear_pooling import CompactBilinearPooling
 from mmfusion_keras.layers.concatenate_fusion import ConcatenateFusion
 from mmfusion_keras.layers.feature_self_attention import FeatureSelfAttention
+from mmfusion_keras.layers.gated_multimodal_unit import GatedMultimodalUnit
+from mmfusion_keras.layers.late_fusion import LateFusion
+from mmfusion_keras.layers.low_rank_tensor_fusion import LowRankTensorFusion
 from mmfusion_keras.layers.memory_based_attentive_fusion import (
     MemoryBasedAttentiveFusion,
 )
 from mmfusion_keras.layers.product_fusion import ProductFusion
 from mmfusion_keras.layers.sum_fusion import SumFusion
+from mmfusion_keras.layers.tensor_fusion import TensorFusion
 
 __all__ = [
+    "CompactBilinearPooling",
     "ConcatenateFusion",
     "FeatureSelfAttention",
+    "GatedMultimodalUnit",
+    "LateFusion",
+    "LowRankTensorFusion",
     "MemoryBasedAttentiveFusion",
     "ProductFusion",
     "SumFusion",
+    "TensorFusion",
 ]
