@@ -83,15 +83,20 @@ def _train_one(
     tensorboard=None,
     resume=False,
     command=None,
+    max_examples=None,
 ):
     import keras
 
     from mmfusion_keras.metrics import classification_metrics
 
     keras.utils.set_random_seed(seed)
-    x_train, y_train = task.load("train", seed=seed)
-    x_val, y_val = task.load("validation", seed=seed)
-    x_test, y_test = task.load("test", seed=seed)
+    splits = {}
+    for split in ("train", "validation", "test"):
+        x, y = task.load(split, seed=seed)
+        if max_examples:
+            x, y = {k: v[:max_examples] for k, v in x.items()}, y[:max_examples]
+        splits[split] = (x, y)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits.values()
     model = task.build_model(fusion, seed=seed)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
@@ -142,6 +147,7 @@ def _train_one(
         "training_seconds": round(seconds, 2),
         "validation_metrics": validation,
         "test_metrics": test,
+        "max_examples": max_examples,
         "command": command,
     }
     if output:
@@ -174,12 +180,53 @@ def cmd_train(args):
         tensorboard=args.tensorboard,
         resume=args.resume,
         command="mmfusion " + " ".join(args.argv),
+        max_examples=args.max_examples,
     )
     print(
         f"[{card['backend']}] {task.name} / {args.fusion}: test {_summary(card['test_metrics'])}"
     )
     if args.output:
         print(f"Saved {os.path.join(args.output, 'model.keras')} and model_card.json")
+
+
+def _read_card(model_path):
+    card_path = os.path.join(
+        os.path.dirname(os.path.abspath(model_path)), "model_card.json"
+    )
+    if not os.path.isfile(card_path):
+        return None
+    with open(card_path) as f:
+        return json.load(f)
+
+
+def _manifest_inputs(folder, preprocessing, class_names):
+    """Model inputs and labels from a user folder with manifest.csv."""
+    from mmfusion_keras.datasets.manifest import load_manifest
+    from mmfusion_keras.tasks import prepare_inputs
+
+    specs = preprocessing["inputs"]
+    image_size = None
+    if "image" in specs:
+        image_size = tuple(specs["image"]["shape"][:2])
+    ds = load_manifest(
+        folder, class_names=class_names, image_mode="L", image_size=image_size
+    )
+    raw = {}
+    for name in specs:
+        if name not in ds.inputs:
+            raise UserError(
+                f"The model takes {sorted(specs)}, but {folder}/manifest.csv has no "
+                f"{name!r} column."
+            )
+        values = ds.inputs[name]
+        if name == "audio":
+            lengths = ds.metadata["audio_length"]
+            values = [w[: int(n)] for w, n in zip(values, lengths)]
+        raw[name] = list(values)
+    inputs, notes = prepare_inputs(preprocessing, raw)
+    if notes:
+        print(f"{len(notes)} clips were longer than the model takes and were cropped.")
+    return inputs, ds.labels
 
 
 def cmd_evaluate(args):
@@ -192,18 +239,35 @@ def cmd_evaluate(args):
         raise UserError(f"Model file not found: {args.model}")
     if not args.model.endswith(".keras"):
         raise UserError(f"Expected a .keras model file. Received: {args.model}")
-    task = get_task(args.task)
+    card = _read_card(args.model) or {}
+    task_name = args.task or card.get("task")
+    if task_name is None:
+        raise UserError(
+            f"No model_card.json beside {args.model}: pass --task to say which task it is."
+        )
+    task = get_task(task_name)
     try:
         model = keras.saving.load_model(args.model, compile=False)
     except Exception as e:  # a corrupt or foreign file
         raise UserError(f"Could not load {args.model} as a Keras model: {e}") from e
-    inputs, labels = task.load(args.split, seed=args.seed)
+    class_names = card.get("classes", task.class_names)
+    if args.data in ("train", "validation", "test"):
+        inputs, labels = task.load(args.data, seed=args.seed)
+        where = f"{task.name}/{args.data}"
+    elif os.path.isdir(args.data):
+        inputs, labels = _manifest_inputs(
+            args.data, card.get("preprocessing", task.preprocessing), class_names
+        )
+        where = args.data
+    else:
+        raise UserError(
+            "--data must be a bundled split (train, validation, test) or a folder "
+            f"with manifest.csv. Received: {args.data}"
+        )
     metrics = classification_metrics(
-        labels, _predict_labels(model, inputs), task.class_names
+        labels, _predict_labels(model, inputs), class_names
     )
-    print(
-        f"[{keras.config.backend()}] {args.model} on {task.name}/{args.split}: {_summary(metrics)}"
-    )
+    print(f"[{keras.config.backend()}] {args.model} on {where}: {_summary(metrics)}")
     if args.output:
         with open(args.output, "w") as f:
             json.dump(metrics, f, indent=2)
@@ -253,7 +317,7 @@ def cmd_compare(args):
 
 
 def build_parser():
-    from_tasks = ["digits-views"]
+    from_tasks = ["digits-views", "speech-text", "avdigits"]
     parser = argparse.ArgumentParser(
         prog="mmfusion",
         description="Train, evaluate and compare multimodal fusion models.",
@@ -277,14 +341,26 @@ def build_parser():
         action="store_true",
         help="back up each epoch to OUTPUT/backup and resume from it",
     )
+    train.add_argument(
+        "--max-examples",
+        type=int,
+        default=None,
+        help="use only the first N examples of each split (quick runs, tests)",
+    )
     train.add_argument("--verbose", type=int, default=2)
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a saved .keras model")
     evaluate.add_argument("--model", required=True)
-    evaluate.add_argument("--task", default="digits-views")
     evaluate.add_argument(
-        "--split", default="test", choices=["train", "validation", "test"]
+        "--task",
+        default=None,
+        help="task of the model (default: from its model_card.json)",
+    )
+    evaluate.add_argument(
+        "--data",
+        default="test",
+        help="a bundled split (train, validation, test) or a folder with manifest.csv",
     )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the split")
     evaluate.add_argument("--output", help="write the metrics as JSON here")
@@ -313,7 +389,7 @@ def main(argv=None):
         _set_backend(args.backend)
         from mmfusion_keras.tasks import task_names
 
-        if args.task not in task_names():
+        if getattr(args, "task", None) is not None and args.task not in task_names():
             raise UserError(
                 f"Unknown task {args.task!r}. Expected one of {task_names()}."
             )
