@@ -72,15 +72,25 @@ def _network_case(model_name, fusion, batch_size):
             r.standard_normal((batch_size, 6, 1000)).astype("float32") for _ in range(2)
         ]
         return model, x, r.integers(0, 3, batch_size)
+    # A small IEMOCAP network (Fig. 2): SincNet audio encoder on 250 ms of
+    # 16 kHz audio, GRU/CNN text encoder; widths reduced from 2048 / 4800.
     variant = "MBAF-I" if fusion == "mbaf" else "NF-I"
     model = mbaf_networks.build_iemocap_network(
         variant=variant,
-        audio_samples=4000,
         vocabulary_size=2000,
-        sequence_length=50,
-        embedding_dim=50,
-        audio_units=256,
-        text_units=256,
+        audio_encoder_kwargs={
+            "audio_length": 4000,
+            "sinc_filters": 40,
+            "sinc_kernel_size": 101,
+            "dense_units": (256,),
+        },
+        text_encoder_kwargs={
+            "sequence_length": 50,
+            "embedding_dim": 50,
+            "rnn_units": 64,
+            "conv_filters": 64,
+            "output_units": 256,
+        },
     )
     x = {
         "audio": r.standard_normal((batch_size, 4000)).astype("float32"),
