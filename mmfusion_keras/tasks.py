@@ -152,7 +152,7 @@ def _speech_text():
     from mmfusion_keras.datasets.speech_text import load_speech_text
     from mmfusion_keras.datasets.text import fit_tokenizer
 
-    seconds, length = 4.0, 16
+    seconds, length = 3.0, 16
     train = load_speech_text("train", max_seconds=seconds)
     tokenizer = fit_tokenizer(list(train.inputs["text"]))
     preprocessing = {
