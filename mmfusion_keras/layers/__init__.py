@@ -10,6 +10,7 @@ from mmfusion_keras.layers.memory_based_attentive_fusion import (
     MemoryBasedAttentiveFusion,
 )
 from mmfusion_keras.layers.product_fusion import ProductFusion
+from mmfusion_keras.layers.sinc_conv1d import SincConv1D
 from mmfusion_keras.layers.sum_fusion import SumFusion
 from mmfusion_keras.layers.tensor_fusion import TensorFusion
 
@@ -22,6 +23,7 @@ __all__ = [
     "LowRankTensorFusion",
     "MemoryBasedAttentiveFusion",
     "ProductFusion",
+    "SincConv1D",
     "SumFusion",
     "TensorFusion",
 ]
