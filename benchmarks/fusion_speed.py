@@ -27,7 +27,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _time(fn, repeats, warmup=3):
+def _time(fn, repeats, warmup=5):
     for _ in range(warmup):
         fn()
     times = []
@@ -112,7 +112,10 @@ def worker(args):
             model, x, y = _classifier_case(fusion, args.width, args.batch_size)
         else:
             model, x, y = _network_case(args.model, fusion, args.batch_size)
-        model.compile("adam", "sparse_categorical_crossentropy", jit_compile="auto")
+        # "auto" means XLA on TensorFlow and jit on JAX; on PyTorch it turns on
+        # torch.compile, which recompiles for minutes here: run it eagerly.
+        jit = False if keras.config.backend() == "torch" else "auto"
+        model.compile("adam", "sparse_categorical_crossentropy", jit_compile=jit)
         train = _time(lambda: model.train_on_batch(x, y), args.repeats)  # noqa: B023
         predict = _time(lambda: model.predict_on_batch(x), args.repeats)  # noqa: B023
         results.append(
@@ -152,7 +155,7 @@ def main():
         return worker(args)
     print(
         f"model={args.model} width={args.width} batch={args.batch_size} "
-        f"repeats={args.repeats} (median step time; ratio = layer / concat, same process)"
+        f"repeats={args.repeats} (median step time after 5 warm-up steps; ratio = layer / concat, same process; jit: XLA on TensorFlow, jax.jit on JAX, eager on PyTorch)"
     )
     print(
         "| backend | fusion | params | train step ms | ratio | predict step ms | ratio |"
