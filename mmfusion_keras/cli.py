@@ -28,12 +28,23 @@ class UserError(Exception):
     """An error caused by the command line; printed as one line."""
 
 
-def _set_backend(backend):
-    if backend:
-        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != backend:
-            raise UserError("--backend must be chosen before Keras is imported.")
-        os.environ["KERAS_BACKEND"] = backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def _set_backend(backend, argv):
+    """Runs the command under `backend`, re-executing if Keras has another.
+
+    Importing `mmfusion_keras` imports Keras (so every layer is registered
+    for loading), which fixes the backend from `KERAS_BACKEND`; a different
+    `--backend` re-runs the same command in a fresh process.
+    """
+    if not backend:
+        return
+    import keras
+
+    if keras.config.backend() != backend:
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        sys.stdout.flush()
+        sys.stderr.flush()
+        command = [sys.executable, "-m", "mmfusion_keras.cli", *argv]
+        os.execve(sys.executable, command, env)
 
 
 def _predict_labels(model, inputs):
@@ -316,6 +327,47 @@ def cmd_compare(args):
         print(f"| {fusion} | " + " | ".join(cells) + " |")
 
 
+def cmd_demo(args):
+    """Starts the Streamlit demo (`apps/demo_app.py`) as a headless server."""
+    import importlib.util
+    import subprocess
+
+    import mmfusion_keras
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(mmfusion_keras.__file__)))
+    app = os.path.join(repo, "apps", "demo_app.py")
+    if not os.path.isfile(app):
+        raise UserError(
+            f"The demo app {app} is missing: `mmfusion demo` runs from a source "
+            "checkout of mmfusion-keras (installed with `pip install -e .[app]`)."
+        )
+    if importlib.util.find_spec("streamlit") is None:
+        raise UserError("The demo needs Streamlit: pip install 'mmfusion-keras[app]'")
+    env = dict(os.environ)
+    if args.demo_backend:
+        env["KERAS_BACKEND"] = args.demo_backend
+    command = [
+        sys.executable, "-m", "streamlit", "run", app,
+        "--server.headless", "true",
+        "--server.port", str(args.port),
+        "--server.address", args.address,
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",
+    ]  # fmt: skip
+    backend = env.get("KERAS_BACKEND", "tensorflow (Keras' default)")
+    print(
+        f"Demo on http://{args.address}:{args.port} with Keras backend {backend}; "
+        "Ctrl+C stops it.",
+        flush=True,
+    )
+    try:
+        code = subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return
+    if code not in (0, -2, 130):  # -2 / 130: stopped with Ctrl+C
+        raise UserError(f"streamlit exited with status {code}.")
+
+
 def build_parser():
     from_tasks = ["digits-views", "speech-text", "avdigits"]
     parser = argparse.ArgumentParser(
@@ -374,6 +426,20 @@ def build_parser():
     compare.add_argument("--batch-size", type=int, default=64)
     compare.add_argument("--patience", type=int, default=5)
     compare.set_defaults(func=cmd_compare)
+
+    demo = sub.add_parser("demo", help="start the Streamlit demo app")
+    demo.add_argument("--port", type=int, default=8501)
+    demo.add_argument(
+        "--address", default="localhost", help="address to serve on (0.0.0.0: all)"
+    )
+    demo.add_argument(
+        "--backend",
+        dest="demo_backend",
+        choices=["tensorflow", "jax", "torch"],
+        help="Keras backend of the app (default: the global --backend or "
+        "KERAS_BACKEND)",
+    )
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -386,7 +452,7 @@ def main(argv=None):
             raise UserError(
                 f"Unknown fusion {args.fusion!r}. Expected one of {list(FUSIONS)}."
             )
-        _set_backend(args.backend)
+        _set_backend(args.backend, argv)
         from mmfusion_keras.tasks import task_names
 
         if getattr(args, "task", None) is not None and args.task not in task_names():

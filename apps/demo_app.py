@@ -1,0 +1,423 @@
+"""Streamlit demo: what a memory-based attentive fusion model does with an input.
+
+Start it with `mmfusion demo [--port 8501] [--backend jax]`, or
+`streamlit run apps/demo_app.py`. The computation lives in `demo_core.py`
+(next to this file); this file is the page.
+"""
+
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import demo_core as core  # noqa: E402
+import numpy as np  # noqa: E402
+import streamlit as st  # noqa: E402
+
+OTHER_MODEL = "Other .keras file..."
+NO_BLANK = "nothing"
+
+
+# ---------------------------------------------------------------- caches
+
+
+@st.cache_resource(show_spinner="Loading the model...")
+def get_model(path, mtime):
+    """A `core.LoadedModel`, once per file version and server process."""
+    del mtime  # part of the cache key only: a rewritten file is reloaded
+    return core.load_model(path)
+
+
+@st.cache_resource(show_spinner="Loading the bundled test split...")
+def get_test_samples(task):
+    """`[(label, raw inputs dict, description)]` of a task's test split."""
+    samples = []
+    if task == "speech-text":
+        from mmfusion_keras.datasets.speech_text import load_speech_text
+
+        ds = load_speech_text("test")
+        lengths = ds.metadata["audio_length"]
+        for i, text in enumerate(ds.inputs["text"]):
+            label = ds.class_names[int(ds.labels[i])]
+            audio = ds.inputs["audio"][i][: int(lengths[i])]
+            samples.append(
+                (
+                    label,
+                    {"audio": audio, "text": str(text)},
+                    f"{label}: \u201c{text}\u201d",
+                )
+            )
+    elif task == "avdigits":
+        from mmfusion_keras.datasets.av_digits import load_av_digits
+
+        ds = load_av_digits("test")
+        lengths = ds.metadata["audio_length"]
+        for i in range(len(ds.labels)):
+            label = ds.class_names[int(ds.labels[i])]
+            audio = ds.inputs["audio"][i][-int(lengths[i]) :]  # front-padded
+            image = ds.inputs["image"][i, :, :, 0]
+            speaker = ds.metadata["speaker"][i]
+            samples.append(
+                (label, {"image": image, "audio": audio}, f"{label} (voice {speaker})")
+            )
+    return samples
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def memory_png(path, mtime, _memory, spans):
+    """The memory heatmap: fixed at inference, so drawn once per model."""
+    return core.render_png(core.memory_figure(_memory, spans))
+
+
+# ---------------------------------------------------------------- sidebar
+
+
+def _streamlit_run_command():
+    """The interpreter's arguments when started by `streamlit run`, else None.
+
+    Streamlit rewrites `sys.argv` for the script, so this reads
+    `sys.orig_argv`: `python -m streamlit run app.py ...` or
+    `python .../bin/streamlit run app.py ...`.
+    """
+    argv = list(sys.orig_argv)
+    for i, arg in enumerate(argv[:4]):
+        is_streamlit = arg == "streamlit" or os.path.basename(arg) == "streamlit"
+        if is_streamlit and argv[i + 1 : i + 2] == ["run"]:
+            return argv[1:]
+    return None
+
+
+def backend_section():
+    import keras
+
+    backend = keras.config.backend()
+    st.sidebar.header("Keras backend")
+    st.sidebar.markdown(f"This server runs on **`{backend}`**.")
+    target = st.sidebar.selectbox(
+        "Backend to restart under",
+        core.BACKENDS,
+        index=core.BACKENDS.index(backend) if backend in core.BACKENDS else 0,
+        key="backend",
+    )
+    if st.sidebar.button("Restart under this backend", key="restart"):
+        if target == backend:
+            st.sidebar.info(f"Already running on `{backend}`.")
+        elif _streamlit_run_command() is None:
+            st.sidebar.warning(
+                "This app was not started by `streamlit run`, so it cannot restart "
+                f"itself. Start it with `mmfusion demo --backend {target}`."
+            )
+        else:
+            st.sidebar.info(f"Restarting under `{target}`: the page reconnects soon.")
+            time.sleep(0.5)  # let the message reach the browser
+            env = dict(os.environ, KERAS_BACKEND=target)
+            command = [sys.executable, *_streamlit_run_command()]
+            # Close the server's sockets (some are inheritable), so the new
+            # process can listen on the same port.
+            os.closerange(3, 65536)
+            os.execve(sys.executable, command, env)
+    st.sidebar.caption(
+        "Keras fixes its backend when it is first imported, so switching restarts "
+        "the server process (`os.execve` with `KERAS_BACKEND` set); the page "
+        "reconnects by itself after the restart (10-30 s) and the inputs are "
+        f"reset. From a shell: `mmfusion demo --backend {target}`."
+    )
+    return backend
+
+
+def model_section():
+    """Model choice in the sidebar; returns `(LoadedModel, twin or None)`."""
+    st.sidebar.header("Model")
+    shipped = core.shipped_models()
+    options = [*shipped, OTHER_MODEL]
+    names = list(shipped)
+    # ?model=NAME in the URL picks the first model (links to a given model).
+    requested = st.query_params.get("model")
+    preferred = [
+        n for n in (requested, "speech_text_mbaf", "avdigits_mbaf") if n in names
+    ]
+    default = names.index(preferred[0]) if preferred else 0
+    choice = st.sidebar.selectbox(
+        "Shipped model (saved_models/)", options, index=default, key="model"
+    )
+    if not shipped:
+        st.sidebar.warning(
+            f"No shipped models in {core.models_dir()}: build them with "
+            "`scripts/build_saved_models.sh`, or type the path of a `.keras` file."
+        )
+    if choice == OTHER_MODEL:
+        path = st.sidebar.text_input(
+            "Path of a .keras model (its model_card.json must sit beside it)",
+            key="model_path",
+        ).strip()
+        if not path:
+            st.info("Type the path of a `.keras` model in the sidebar.")
+            st.stop()
+    else:
+        path = shipped[choice]
+    try:
+        loaded = get_model(os.path.abspath(path), _mtime(path))
+    except ValueError as e:
+        st.error(f"Cannot use this model: {e}")
+        st.stop()
+    card = loaded.card
+    metrics = card.get("test_metrics") or {}
+    lines = [
+        f"**Task** `{card['task']}`, **fusion** `{card['fusion']}`",
+        f"**Classes** {', '.join(card['classes'])}",
+    ]
+    if "accuracy" in metrics:
+        lines.append(
+            f"**Test accuracy** {metrics['accuracy']:.1%} "
+            f"(macro-F1 {metrics.get('macro_f1', float('nan')):.3f}), "
+            f"trained on `{card.get('backend', '?')}`"
+        )
+    st.sidebar.markdown("  \n".join(lines))
+    if card.get("command"):
+        st.sidebar.code(card["command"], language="bash", wrap_lines=True)
+    twin = None
+    twin_path = core.find_twin(loaded.path, card)
+    if twin_path is not None:
+        try:
+            twin = get_model(twin_path, _mtime(twin_path))
+        except ValueError as e:
+            st.sidebar.warning(f"Twin model not usable: {e}")
+    return loaded, twin
+
+
+def _mtime(path):
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return 0.0
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def inputs_section(loaded):
+    """Widgets for the inputs; returns `(raw inputs, blank modality or None)`."""
+    specs = loaded.card["preprocessing"]["inputs"]
+    kinds = {spec["kind"] for spec in specs.values()}
+    if not kinds <= {"waveform", "tokens", "image"}:
+        st.error(
+            f"This demo shows audio, text and image models; task "
+            f"{loaded.card['task']!r} has inputs {sorted(specs)}."
+        )
+        st.stop()
+    samples = get_test_samples(loaded.card["task"])
+    st.subheader("1. Inputs")
+    left, right = st.columns(2)
+    with left:
+        if samples:
+            index = st.selectbox(
+                "Bundled test sample (the true class comes first)",
+                range(len(samples)),
+                format_func=lambda i: f"#{i} {samples[i][2]}",
+                key="sample",
+            )
+            raw = dict(samples[index][1])
+        else:
+            raw = {}
+        st.caption(
+            "Pick a test sample, then optionally replace any modality with your own "
+            "input below."
+        )
+    with right:
+        if "audio" in specs:
+            upload = st.file_uploader(
+                "Replace the audio: a clip in WAV, FLAC, OGG or MP3",
+                type=["wav", "flac", "ogg", "mp3", "m4a", "aac"],
+                key="audio_file",
+            )
+            if upload is not None:
+                try:
+                    raw["audio"], info = core.decode_audio(
+                        upload.getvalue(), upload.name
+                    )
+                except ValueError as e:
+                    st.error(f"Cannot use this audio file. {e}")
+                    st.stop()
+                st.caption(
+                    f"{upload.name}: {info.source_format}, {info.source_sample_rate} Hz, "
+                    f"{info.source_channels} channel(s), {info.duration_seconds:.2f} s; "
+                    "mixed to mono and resampled to 16 kHz."
+                )
+        if "text" in specs:
+            if st.checkbox("Replace the text: type my own sentence", key="own_text"):
+                text = st.text_input(
+                    "Text (what is said)",
+                    placeholder="I am so happy today!",
+                    key="text",
+                )
+                text_file = st.file_uploader(
+                    "...or upload a .txt file", type=["txt"], key="text_file"
+                )
+                if text_file is not None:
+                    try:
+                        text = core.read_text_file(text_file.getvalue(), text_file.name)
+                    except ValueError as e:
+                        st.error(str(e))
+                        st.stop()
+                raw["text"] = text
+        if "image" in specs:
+            upload = st.file_uploader(
+                "Replace the image: a photo or scan of one digit (PNG or JPEG)",
+                type=["png", "jpg", "jpeg"],
+                key="image_file",
+            )
+            if upload is not None:
+                try:
+                    raw["image"], image_notes = core.image_to_digit(
+                        upload.getvalue(), upload.name
+                    )
+                except ValueError as e:
+                    st.error(f"Cannot use this image. {e}")
+                    st.stop()
+                st.caption(f"{upload.name}: " + "; ".join(image_notes) + ".")
+            with st.expander("How an uploaded image becomes the model's 8x8 input"):
+                st.markdown(
+                    "The model was trained on scikit-learn's 8x8 digits: bright ink "
+                    "(1) on black (0), each pixel the amount of ink in a block of a "
+                    "32x32 scan. Pillow turns the upload into grayscale (transparent "
+                    "parts become white paper), pads it to a square, shrinks it to "
+                    "8x8 by averaging areas, inverts it when the background is light "
+                    "(dark ink on paper) and stretches it to [0, 1]. Use a large, "
+                    "centred digit with thick strokes."
+                )
+    missing = [name for name in specs if name not in raw]
+    if missing:
+        st.info(f"Provide the {', '.join(missing)} input to see a prediction.")
+        st.stop()
+    options = [NO_BLANK, *specs]
+    blank = st.radio(
+        "Blank one modality, to see what the other one contributes",
+        options,
+        horizontal=True,
+        key="blank",
+    )
+    blank = None if blank == NO_BLANK else blank
+    st.caption(
+        "Blanking replaces "
+        + "; ".join(f"**{m}** by {core.BLANK_DESCRIPTIONS[m]}" for m in specs)
+        + ". The plots then compare the real input with the blanked one."
+    )
+    return raw, blank
+
+
+# ---------------------------------------------------------------- results
+
+
+def show(fig):
+    # Rendered once, without bbox_inches="tight" (see core.render_png):
+    # st.pyplot would draw every figure twice at 200 dpi.
+    st.image(core.render_png(fig), width="stretch")
+
+
+def results_section(loaded, twin, raw, blank):
+    try:
+        analysis = core.analyze(loaded, twin, raw, blank)
+    except ValueError as e:
+        st.error(f"Cannot run the model on these inputs. {e}")
+        st.stop()
+    for note in analysis.notes:
+        st.warning(
+            note[0].upper() + note[1:] + ": the rest is ignored (grey in the plots)."
+        )
+    name, probability = analysis.predicted
+    st.subheader("2. Prediction")
+    suffix = f" with {blank} blanked" if blank else ""
+    st.markdown(f"### Predicted class: {name} ({probability:.0%}){suffix}")
+    row = 1 if blank else 0
+    parts = []
+    if blank:
+        full = analysis.probabilities[0]
+        parts.append(
+            f"with all inputs: **{analysis.class_names[int(np.argmax(full))]}** "
+            f"({np.max(full):.0%})"
+        )
+    if analysis.twin_probabilities is not None:
+        t = analysis.twin_probabilities[row]
+        parts.append(
+            f"twin {analysis.twin_label}{suffix}: "
+            f"**{analysis.class_names[int(np.argmax(t))]}** ({np.max(t):.0%})"
+        )
+    else:
+        parts.append("no twin model found to compare with")
+    st.markdown("Same input, " + "; ".join(parts) + ".")
+    figures = core.make_figures(analysis, include_memory=False)
+    left, right = st.columns(2)
+    with left:
+        show(figures["probabilities"])
+        if "image" in figures:
+            # 100 dpi: the same on-screen font size as the wider figures.
+            st.image(core.render_png(figures["image"], dpi=100), width="content")
+            st.caption("The model's image input: black 0, white (ink) 1.")
+    with right:
+        if "audio" in figures:
+            show(figures["audio"])
+            st.audio(analysis.waveform, sample_rate=core.SAMPLE_RATE)
+    st.subheader("3. Inside the memory")
+    if analysis.report is None:
+        st.info(
+            f"{loaded.label} has no memory layer: nothing to inspect. Pick an `_mbaf` "
+            "model to see read weights, attention and the memory."
+        )
+        return analysis
+    st.markdown(
+        "MBAF reads its memory with weights **z** = softmax(f_r(x) M^T) over the "
+        "slots (Eq. 2), composes x with the read vector m = zM, and weighs the "
+        "composed features with self-attention (Eq. 5). The memory is written only "
+        "in training: here it is the trained model's memory, unchanged."
+    )
+    if analysis.memory_collapsed:
+        spread = core.memory_spread(analysis.report["memory"])
+        st.warning(
+            f"The memory of {loaded.name} has collapsed: all its slots hold the same "
+            f"vector (largest difference between slots {spread:.1e}). Every input "
+            "reads the same m, so the read weights change nothing and the layer "
+            "reduces to x + h. This comes from the trained weights, not the page."
+        )
+    left, right = st.columns(2)
+    with left:
+        show(figures["read_weights"])
+        show(figures["attention"])
+    with right:
+        memory = analysis.report["memory"]
+        st.image(
+            memory_png(
+                loaded.path, _mtime(loaded.path), memory, analysis.feature_spans
+            ),
+            width="stretch",
+        )
+        show(figures["pca"])
+        st.caption(
+            "PCA of the memory slots (rows of M). The star is the input's read "
+            "vector m = zM projected with the same PCA, which equals the "
+            "read-weighted mean of the projected slots."
+        )
+    return analysis
+
+
+def main():
+    start = time.perf_counter()
+    st.set_page_config(page_title="mmfusion-keras demo", layout="wide")
+    st.title("mmfusion-keras: memory-based attentive fusion, live")
+    backend = backend_section()
+    loaded, twin = model_section()
+    st.caption(
+        f"Model **{loaded.label}** on Keras backend **{backend}**. The bundled "
+        "speech+text corpus is synthetic (eSpeak NG voices with scripted "
+        "prosody): it demonstrates the fusion code, not emotion recognition."
+    )
+    raw, blank = inputs_section(loaded)
+    results_section(loaded, twin, raw, blank)
+    st.caption(
+        f"This run took {1000 * (time.perf_counter() - start):.0f} ms on `{backend}` "
+        "(the first run of a model also loads and compiles it)."
+    )
+
+
+main()

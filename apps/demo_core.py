@@ -1,0 +1,842 @@
+"""The work behind the demo app, without Streamlit: load, predict, inspect, plot.
+
+`apps/demo_app.py` is the Streamlit page; everything it computes comes from
+here, so `benchmarks/app_latency.py` times exactly the app's path and the
+functions can be used from a notebook.
+
+Pipeline for one request (`analyze` then `make_figures`):
+
+1. Raw inputs: a waveform at 16 kHz (`decode_audio`, any length), a string,
+   or an 8x8 image in [0, 1] (`image_to_digit`).
+2. `make_inputs` applies the model card's `preprocessing` with
+   `mmfusion_keras.tasks.prepare_inputs` (cropping long clips, with a note)
+   and, when a modality is blanked, appends a second row in which that
+   modality is replaced by its "nothing" value (`blank_inputs`).
+3. One `predict_on_batch` of a cached two-headed model gives the class
+   probabilities and the fusion layer's inputs; the memory layer's own
+   `inspect()` then gives read weights, composition attention and memory
+   (the same call `mmfusion_keras.inspection.inspect_fusion` makes, without
+   rebuilding the encoder sub-model on every call).
+4. PCA (scikit-learn) of the memory slots, and matplotlib figures.
+"""
+
+import dataclasses
+import io
+import json
+import os
+
+import numpy as np
+
+APP_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(APP_DIR)
+BACKENDS = ("jax", "tensorflow", "torch")
+SAMPLE_RATE = 16000
+BLANK_DESCRIPTIONS = {
+    "audio": "silence: every waveform sample set to 0",
+    "text": "an empty sentence: every token set to the padding id 0",
+    "image": "a black image: every pixel set to 0 (no ink)",
+}
+_REQUIRED_CARD_KEYS = ("task", "classes", "fusion", "preprocessing")
+
+
+def models_dir():
+    """Where shipped models live: `$MMFUSION_MODELS_DIR`, else `saved_models/`."""
+    return os.environ.get("MMFUSION_MODELS_DIR") or os.path.join(
+        REPO_DIR, "saved_models"
+    )
+
+
+def shipped_models(root=None):
+    """`{name: path}` of the `<name>/model.keras` files under `root`, sorted."""
+    root = root or models_dir()
+    found = {}
+    if os.path.isdir(root):
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(root, name, "model.keras")
+            if os.path.isfile(path) and os.path.isfile(
+                os.path.join(root, name, "model_card.json")
+            ):
+                found[name] = path
+    return found
+
+
+def read_card(model_path):
+    """Checks a model path and returns the `model_card.json` beside it.
+
+    Raises:
+        ValueError: the path is not a `.keras` file, does not exist, or has
+            no readable model card with `task`, `classes`, `fusion` and
+            `preprocessing`.
+    """
+    model_path = os.path.expanduser(str(model_path).strip())
+    if not model_path.endswith(".keras"):
+        raise ValueError(
+            "Expected the path of a `.keras` model file (saved with "
+            f"`model.save('model.keras')`). Received: {model_path!r}"
+        )
+    if not os.path.isfile(model_path):
+        raise ValueError(f"Model file not found: {model_path!r}")
+    card_path = os.path.join(os.path.dirname(model_path), "model_card.json")
+    if not os.path.isfile(card_path):
+        raise ValueError(
+            f"No model_card.json beside {model_path!r}. The demo needs the card "
+            "that `mmfusion train --output DIR` writes next to the model (task, "
+            "classes and preprocessing)."
+        )
+    try:
+        with open(card_path, encoding="utf-8") as f:
+            card = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"Cannot read {card_path!r} as JSON: {e}") from e
+    missing = [k for k in _REQUIRED_CARD_KEYS if k not in card]
+    if missing:
+        raise ValueError(
+            f"{card_path!r} lacks the keys {missing}; expected a card written by "
+            "`mmfusion train --output DIR`."
+        )
+    return card
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model with its card, ready for `analyze`.
+
+    Attributes:
+        path: the `.keras` file.
+        card: its model card (dict).
+        model: the Keras model.
+        predictor: a model with outputs `[probabilities, *fusion inputs]`
+            (only the probabilities when there is no memory layer).
+        memory_layer: the memory fusion layer, or None.
+        input_names: the model's input names, in order.
+        feature_spans: `[(modality, start, stop)]` of the fusion input
+            (= memory width) per modality, for plot annotations.
+    """
+
+    path: str
+    card: dict
+    model: object
+    predictor: object
+    memory_layer: object
+    input_names: list
+    feature_spans: list
+
+    @property
+    def name(self):
+        return os.path.basename(os.path.dirname(os.path.abspath(self.path)))
+
+    @property
+    def label(self):
+        return f"{self.name} ({fusion_label(self.card['fusion'])})"
+
+
+def fusion_label(fusion):
+    return {"mbaf": "MBAF memory fusion", "concat": "naive concatenation"}.get(
+        fusion, f"{fusion} fusion"
+    )
+
+
+def load_model(path):
+    """Loads a `.keras` model and its card (`ValueError` with a clear message)."""
+    import keras
+
+    import mmfusion_keras.layers  # noqa: F401  (registers the fusion layers)
+    from mmfusion_keras.inspection import find_memory_layers
+
+    path = os.path.abspath(os.path.expanduser(str(path).strip()))
+    card = read_card(path)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # a corrupt or foreign file
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(
+            f"Could not load {path!r} as a Keras model ({type(e).__name__}: "
+            f"{first_line[:300]}). Expected a `.keras` file saved by Keras 3."
+        ) from e
+    input_names = [t.name.split(":")[0] for t in model.inputs]
+    expected = sorted(card["preprocessing"]["inputs"])
+    if sorted(input_names) != expected:
+        raise ValueError(
+            f"The model's inputs {input_names} do not match its card's "
+            f"preprocessing {expected}."
+        )
+    layers = find_memory_layers(model)
+    memory_layer = layers[0] if len(layers) == 1 else None
+    spans = []
+    if memory_layer is not None:
+        fusion_inputs = list(memory_layer.input)
+        predictor = keras.Model(model.inputs, [model.output, *fusion_inputs])
+        start = 0
+        modalities = list(card["preprocessing"]["inputs"])
+        for i, tensor in enumerate(fusion_inputs):
+            source = tensor._keras_history[0].name
+            label = next((m for m in modalities if m in source), f"input {i}")
+            width = int(tensor.shape[-1])
+            spans.append((label, start, start + width))
+            start += width
+    else:
+        predictor = model
+    return LoadedModel(path, card, model, predictor, memory_layer, input_names, spans)
+
+
+def find_twin(path, card, root=None):
+    """The model to compare with: the naive twin of a memory model, or back.
+
+    For a model with fusion F != "concat" the twin has fusion "concat"; for
+    a "concat" model it is the "mbaf" one. Looks first for the sibling
+    directory named with `_F` replaced (`speech_text_mbaf` ->
+    `speech_text_concat`), then for any shipped model with the same task.
+
+    Returns:
+        The twin's `.keras` path, or None.
+    """
+    fusion = card["fusion"]
+    wanted = "mbaf" if fusion == "concat" else "concat"
+    folder = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(folder)
+    candidates = []
+    if base.endswith("_" + fusion):
+        sibling = base[: -len(fusion)] + wanted
+        candidates.append(os.path.join(os.path.dirname(folder), sibling, "model.keras"))
+    candidates += list(shipped_models(root).values())
+    for candidate in candidates:
+        if not os.path.isfile(candidate) or os.path.samefile(candidate, path):
+            continue
+        try:
+            twin_card = read_card(candidate)
+        except ValueError:
+            continue
+        if (
+            twin_card["task"] == card["task"]
+            and twin_card["fusion"] == wanted
+            and twin_card["preprocessing"] == card["preprocessing"]
+        ):
+            return os.path.abspath(candidate)
+    return None
+
+
+def decode_audio(data, name="<upload>"):
+    """Decodes audio bytes (WAV, FLAC, OGG, MP3) to a 16 kHz mono waveform.
+
+    Returns:
+        `(waveform, info)` from `mmfusion_keras.datasets.audio.load_audio`
+        (the whole clip: cropping to the model's length happens later, in
+        `prepare_inputs`, which says so).
+    """
+    from mmfusion_keras.datasets.audio import load_audio
+
+    return load_audio(data, sample_rate=SAMPLE_RATE, max_samples=None, name=name)
+
+
+def read_text_file(data, name="<upload>"):
+    """The text of an uploaded `.txt` file (UTF-8), whitespace collapsed."""
+    try:
+        text = bytes(data).decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{name!r} is not a UTF-8 text file ({e.reason} at byte {e.start}). "
+            "Expected a plain .txt file with one sentence."
+        ) from e
+    return " ".join(text.split())
+
+
+def image_to_digit(data, name="<upload>"):
+    """Turns a PNG/JPEG of a handwritten digit into the model's 8x8 input.
+
+    The bundled digits (scikit-learn's `load_digits`) are bright ink on a
+    black background, each pixel counting the ink in a 4x4 block of a 32x32
+    bitmap. The upload is converted the same way: to grayscale with Pillow
+    (transparent parts become white paper), padded to a square with its
+    border colour, shrunk to 8x8 by area averaging (`BOX`), scaled to
+    [0, 1], inverted when the background is light (dark ink on paper), and
+    stretched so the darkest pixel is 0 and the brightest 1.
+
+    Returns:
+        `(image, notes)`: float32 `(8, 8)` in [0, 1] and notes (strings)
+        about what was done.
+
+    Raises:
+        ValueError: not a PNG or JPEG image, or a blank (uniform) image.
+    """
+    from PIL import Image
+    from PIL import ImageOps
+    from PIL import UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(bytes(data)))
+        image.load()
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ValueError(
+            f"{name!r} is not an image Pillow can read. Expected a PNG or JPEG "
+            "picture of one handwritten digit."
+        ) from e
+    if image.format not in ("PNG", "JPEG"):
+        raise ValueError(
+            f"{name!r} is a {image.format} image. Expected PNG or JPEG; convert it "
+            "first."
+        )
+    notes = [f"{image.format} {image.width}x{image.height} {image.mode}"]
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, rgba)
+    gray = np.asarray(image.convert("L"), "float32") / 255.0
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = float(np.median(border))
+    h, w = gray.shape
+    side = max(h, w)
+    square = np.full((side, side), background, "float32")
+    top, left = (side - h) // 2, (side - w) // 2
+    square[top : top + h, left : left + w] = gray
+    small = Image.fromarray(np.uint8(np.round(square * 255)), "L").resize(
+        (8, 8), Image.Resampling.BOX
+    )
+    digit = np.asarray(small, "float32") / 255.0
+    if background > 0.5:
+        digit = 1.0 - digit
+        notes.append("light background: inverted so the ink is bright, as in training")
+    low, high = float(digit.min()), float(digit.max())
+    if high - low < 0.05:
+        raise ValueError(
+            f"{name!r} looks blank after shrinking to 8x8 (contrast "
+            f"{high - low:.3f}). Expected a picture of one digit, large and "
+            "centred, with clear contrast."
+        )
+    digit = (digit - low) / (high - low)
+    notes.append("shrunk to 8x8 by area averaging, stretched to [0, 1]")
+    return digit.astype("float32"), notes
+
+
+def blank_inputs(inputs, preprocessing, modality):
+    """A copy of model inputs with `modality` replaced by its "nothing" value.
+
+    Audio becomes silence (zeros), text becomes all padding tokens (id 0,
+    what an empty sentence encodes to; `prepare_inputs` itself refuses empty
+    text), an image becomes black (no ink). See `BLANK_DESCRIPTIONS`.
+    """
+    if modality not in preprocessing["inputs"]:
+        raise ValueError(
+            f"Cannot blank {modality!r}: the model takes "
+            f"{sorted(preprocessing['inputs'])}."
+        )
+    out = dict(inputs)
+    out[modality] = np.zeros_like(inputs[modality])
+    return out
+
+
+def make_inputs(card, raw, blank=None):
+    """Model inputs for one example, plus a blanked copy when asked.
+
+    Args:
+        card: the model card.
+        raw: `{"audio": waveform, "text": str}` or
+            `{"image": (8, 8) array, "audio": waveform}`.
+        blank: None, or the modality to blank in a second row.
+
+    Returns:
+        `(inputs, notes)`: arrays with batch 1 (2 with `blank`: row 0 the
+        real input, row 1 the blanked one) and `prepare_inputs`' notes.
+    """
+    from mmfusion_keras.tasks import prepare_inputs
+
+    preprocessing = card["preprocessing"]
+    inputs, notes = prepare_inputs(preprocessing, {k: [v] for k, v in raw.items()})
+    if blank:
+        blanked = blank_inputs(inputs, preprocessing, blank)
+        inputs = {k: np.concatenate([inputs[k], blanked[k]]) for k in inputs}
+    return inputs, notes
+
+
+# Requests are run as a batch of this many rows (the real input, then the
+# blanked one or a copy): one input shape, so compiled backends (JAX, TF)
+# trace the model once and toggling the blank never recompiles.
+BATCH = 2
+
+
+def predict(loaded, inputs):
+    """Class probabilities and (for memory models) the `inspect()` report.
+
+    Args:
+        loaded: a `LoadedModel`.
+        inputs: model inputs with 1 or `BATCH` rows (as from `make_inputs`).
+
+    Returns:
+        `(probabilities (rows, C), report or None)`; the report is the
+        memory layer's `inspect()` dict for the same rows.
+    """
+    arrays = [np.asarray(inputs[name]) for name in loaded.input_names]
+    rows = len(arrays[0])
+    if rows < BATCH:
+        arrays = [np.concatenate([a] + [a[-1:]] * (BATCH - rows)) for a in arrays]
+    outputs = loaded.predictor.predict_on_batch(arrays)
+    if loaded.memory_layer is None:
+        return np.asarray(outputs, "float32")[:rows], None
+    probabilities = np.asarray(outputs[0], "float32")[:rows]
+    report = loaded.memory_layer.inspect([np.asarray(x)[:rows] for x in outputs[1:]])
+    return probabilities, report
+
+
+def memory_spread(memory):
+    """The largest difference between two slots of the memory, per feature.
+
+    Near 0 means the slots hold the same vector (the memory has collapsed):
+    then every input reads the same `m` whatever its read weights.
+    """
+    memory = np.asarray(memory, "float64")
+    return float(np.max(np.ptp(memory, axis=0))) if memory.size else 0.0
+
+
+def memory_collapsed(memory):
+    """Whether all slots are equal up to 1e-4 of the largest memory value."""
+    scale = float(np.max(np.abs(memory))) if np.size(memory) else 0.0
+    return memory_spread(memory) <= 1e-4 * max(scale, 1e-12)
+
+
+def project_memory(memory, read_weights):
+    """2-D PCA of the memory slots and of the read positions.
+
+    The read position of an input is the projection of its read vector
+    `m = z M` (Eq. 3). PCA is affine and `z` sums to 1, so it equals the
+    read-weighted mean `z P` of the projected slots `P`. A collapsed memory
+    (`memory_collapsed`) has no spread to project: everything maps to 0.
+
+    Returns:
+        `(slots_2d (k, 2), reads_2d (batch, 2), explained variance ratios)`.
+    """
+    from sklearn.decomposition import PCA
+
+    memory = np.asarray(memory, "float64")
+    read_weights = np.asarray(read_weights, "float64")
+    if memory_collapsed(memory):
+        zeros = np.zeros(2)
+        return np.zeros((len(memory), 2)), np.zeros((len(read_weights), 2)), zeros
+    pca = PCA(n_components=2, svd_solver="full").fit(memory)
+    slots = pca.transform(memory)
+    reads = pca.transform(read_weights @ memory)
+    return slots, reads, pca.explained_variance_ratio_
+
+
+@dataclasses.dataclass
+class Analysis:
+    """Everything the page shows for one request (see `analyze`)."""
+
+    class_names: list
+    model_label: str
+    twin_label: str
+    probabilities: np.ndarray  # (rows, C); row 1 = blanked, if any
+    twin_probabilities: object  # (rows, C) or None
+    blank: object
+    notes: list
+    report: object  # the memory layer's inspect() dict, or None
+    projection: object  # (slots_2d, reads_2d, explained) or None
+    feature_spans: list
+    waveform: object  # the whole clip, 1-D, or None
+    model_seconds: float  # audio length the model takes
+    image: object  # (8, 8) or None
+
+    @property
+    def memory_collapsed(self):
+        return self.report is not None and memory_collapsed(self.report["memory"])
+
+    @property
+    def predicted(self):
+        row = 1 if self.blank else 0
+        i = int(np.argmax(self.probabilities[row]))
+        return self.class_names[i], float(self.probabilities[row, i])
+
+
+def analyze(loaded, twin, raw, blank=None):
+    """Runs a model (and its twin) on one raw example; returns an `Analysis`."""
+    inputs, notes = make_inputs(loaded.card, raw, blank)
+    probabilities, report = predict(loaded, inputs)
+    twin_probabilities = None
+    if twin is not None:
+        twin_probabilities, _ = predict(twin, inputs)
+    projection = None
+    if report is not None:
+        projection = project_memory(report["memory"], report["read_weights"])
+    audio_spec = loaded.card["preprocessing"]["inputs"].get("audio")
+    waveform = raw.get("audio")
+    return Analysis(
+        class_names=list(loaded.card["classes"]),
+        model_label=loaded.label,
+        twin_label=twin.label if twin is not None else "",
+        probabilities=probabilities,
+        twin_probabilities=twin_probabilities,
+        blank=blank,
+        notes=notes,
+        report=report,
+        projection=projection,
+        feature_spans=loaded.feature_spans,
+        waveform=None if waveform is None else np.asarray(waveform, "float32"),
+        model_seconds=audio_spec["samples"] / SAMPLE_RATE if audio_spec else 0.0,
+        image=None if raw.get("image") is None else np.asarray(raw["image"]),
+    )
+
+
+# ---------------------------------------------------------------- figures
+# Figures are built without a layout engine and with fixed margins (in
+# inches): a layout engine or `bbox_inches="tight"` draws every figure two
+# or three times, which would triple the time to the last plot. Widths of
+# about 5.4 in at 150 dpi fill half of Streamlit's wide layout with fonts
+# that stay readable.
+
+WIDE = 5.4
+
+
+def _figure(width, height, left=0.6, right=0.15, bottom=0.5, top=0.35, **adjust):
+    """A `Figure` (not pyplot: Streamlit runs sessions in threads) with margins
+    given in inches."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        bottom=bottom / height,
+        top=1 - top / height,
+        **adjust,
+    )
+    return fig
+
+
+def _style(ax, title, xlabel, ylabel):
+    # An explicit y turns off matplotlib's automatic title placement, which
+    # measures every tick label (a third of the drawing time here).
+    ax.set_title(title, fontsize=10, y=1.0, pad=5)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.tick_params(labelsize=8)
+
+
+def _colorbar(fig, mappable, label, **kwargs):
+    colorbar = fig.colorbar(mappable, **kwargs)
+    colorbar.set_label(label, fontsize=9)
+    colorbar.ax.tick_params(labelsize=8)
+    return colorbar
+
+
+def _span_marks(ax, spans):
+    """Dashed borders and names of the modalities along a feature axis."""
+    for i, (label, start, stop) in enumerate(spans):
+        if i:
+            ax.axvline(start - 0.5, color="0.1", lw=1.0, ls="--")
+        ax.text(
+            (start + stop - 1) / 2,
+            0.97,
+            label,
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="top",
+            fontsize=8,
+            bbox={
+                "boxstyle": "round,pad=0.2",
+                "fc": "white",
+                "ec": "none",
+                "alpha": 0.85,
+            },
+        )
+
+
+def probability_figure(analysis):
+    """Horizontal bars per class: the model and its twin side by side."""
+    panels = [(analysis.model_label, analysis.probabilities)]
+    if analysis.twin_probabilities is not None:
+        panels.append((analysis.twin_label, analysis.twin_probabilities))
+    classes = analysis.class_names
+    height = 0.22 * len(classes) + 1.3
+    fig = _figure(WIDE, height, left=0.9, top=0.5, wspace=0.12)
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    y = np.arange(len(classes))
+    for ax, (label, probabilities) in zip(axes, panels):
+        name, _, fusion = label.partition(" (")
+        if analysis.blank:
+            h = 0.4
+            ax.barh(
+                y - h / 2, probabilities[0], h, color="tab:blue", label="all inputs"
+            )
+            ax.barh(
+                y + h / 2,
+                probabilities[1],
+                h,
+                color="tab:orange",
+                label=f"{analysis.blank} blanked",
+            )
+            ax.legend(fontsize=7, loc="lower right")
+        else:
+            ax.barh(y, probabilities[0], 0.6, color="tab:blue")
+        ax.set_xlim(0, 1)
+        ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])
+        ax.grid(axis="x", alpha=0.3)
+        _style(ax, f"{name}\n{fusion.rstrip(')')}", "probability", "")
+    axes[0].set_yticks(y, classes)
+    axes[0].invert_yaxis()
+    axes[0].set_ylabel("class", fontsize=9)
+    return fig
+
+
+def memory_figure(memory, spans):
+    """Heatmap of the memory matrix, slots x features.
+
+    In inference the memory is never written, so this figure depends on
+    the model only (the app caches it per model).
+    """
+    memory = np.asarray(memory)
+    k, width = memory.shape
+    fig = _figure(WIDE, 2.9, right=0.7)  # room for the colorbar's labels
+    ax = fig.subplots()
+    limit = float(np.percentile(np.abs(memory), 99)) or 1.0
+    image = ax.imshow(
+        memory,
+        aspect="auto",
+        cmap="RdBu_r",
+        vmin=-limit,
+        vmax=limit,
+        interpolation="nearest",
+    )
+    _span_marks(ax, spans)
+    _style(
+        ax,
+        f"Memory M: {k} slots x {width} features",
+        "memory feature (laid out as the fused vector x)",
+        "memory slot",
+    )
+    _colorbar(fig, image, "value", ax=ax, fraction=0.05, pad=0.02)
+    return fig
+
+
+def read_figure(analysis):
+    """Read weights `z` over the memory slots (Eq. 2)."""
+    z = analysis.report["read_weights"]
+    k = z.shape[-1]
+    fig = _figure(WIDE, 2.1)
+    ax = fig.subplots()
+    slots = np.arange(k)
+    ax.bar(slots, z[0], width=0.8, color="tab:blue", label="input")
+    if analysis.blank:
+        ax.plot(
+            slots,
+            z[1],
+            "o",
+            ms=3,
+            color="tab:orange",
+            label=f"{analysis.blank} blanked",
+        )
+        ax.legend(fontsize=7, loc="upper right")
+    ax.axhline(1.0 / k, color="0.3", lw=1, ls=":")
+    ax.set_xlim(-0.6, k - 0.4)
+    ax.set_ylim(0, max(float(z.max()) * 1.15, 1.5 / k))
+    _style(ax, f"Read weights z (dotted: uniform 1/{k})", "memory slot", "read weight")
+    return fig
+
+
+def attention_figure(analysis):
+    """Composition attention over the features of `f_c(x ⊕ m)` (Eq. 5)."""
+    attention = analysis.report["attention"]
+    units = attention.shape[-1]
+    fig = _figure(WIDE, 2.1)
+    ax = fig.subplots()
+    edges = np.arange(units + 1) - 0.5
+    ax.stairs(attention[0], edges, fill=True, color="tab:green", label="input")
+    if analysis.blank:
+        ax.stairs(
+            attention[1],
+            edges,
+            color="tab:orange",
+            lw=1,
+            label=f"{analysis.blank} blanked",
+        )
+        ax.legend(fontsize=7, loc="upper right")
+    ax.axhline(1.0 / units, color="0.3", lw=1, ls=":")
+    ax.set_xlim(-0.5, units - 0.5)
+    ax.set_ylim(0, float(attention.max()) * 1.1 or 1.0)
+    _style(
+        ax,
+        f"Composition attention (dotted: uniform 1/{units})",
+        "composition feature (unit of f_c)",
+        "attention weight",
+    )
+    return fig
+
+
+def pca_figure(analysis):
+    """The memory slots in 2-D (PCA) with the input's read position."""
+    slots, reads, explained = analysis.projection
+    z = analysis.report["read_weights"][0]
+    fig = _figure(WIDE, 3.6, right=0.7, bottom=0.95)
+    ax = fig.subplots()
+    if analysis.memory_collapsed:
+        ax.text(
+            0.5,
+            0.5,
+            f"All {len(slots)} slots hold the same vector\n"
+            f"(largest difference {memory_spread(analysis.report['memory']):.1e}):\n"
+            "nothing to project, every input reads the same m.",
+            ha="center",
+            va="center",
+            fontsize=9,
+            transform=ax.transAxes,
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        _style(ax, "Memory slots projected to 2-D (PCA)", "PC 1", "PC 2")
+        return fig
+    points = ax.scatter(
+        slots[:, 0], slots[:, 1], c=z, cmap="viridis", s=30, edgecolors="0.2", lw=0.5
+    )
+    # Slots that project to the same point (identical rows of M) are named
+    # as a group; then up to three most-read slots, skipping any that would
+    # sit on a label already drawn.
+    span = float(np.ptp(slots, axis=0).max()) or 1.0
+    keys = [tuple(np.round(p / span, 4)) for p in slots]
+    groups = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    labelled = [reads[0]]  # keep labels off the read marker too
+    named = 0
+    for i in np.argsort(z)[::-1]:
+        members = groups[keys[i]]
+        if len(members) > 1 and members[0] != i or len(members) == 1 and named >= 3:
+            continue
+        if min(np.abs(slots[i] - p).max() for p in labelled) < 0.08 * span:
+            if len(members) == 1:
+                continue
+        text = f"{len(members)} identical slots" if len(members) > 1 else f"slot {i}"
+        named += len(members) == 1
+        labelled.append(slots[i])
+        right = slots[i, 0] > slots[:, 0].min() + 0.5 * np.ptp(slots[:, 0])
+        ax.annotate(
+            text,
+            slots[i],
+            fontsize=8,
+            xytext=(-6 if right else 6, -12),
+            textcoords="offset points",
+            ha="right" if right else "left",
+        )
+    ax.margins(0.12)
+    ax.plot(
+        *reads[0], marker="*", ms=15, color="red", mec="k", ls="", label="read m = zM"
+    )
+    if analysis.blank:
+        ax.plot(
+            *reads[1], marker="X", ms=10, color="tab:orange", mec="k", ls="",
+            label=f"read, {analysis.blank} blanked",
+        )  # fmt: skip
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=2)
+    _style(
+        ax,
+        "Memory slots projected to 2-D (PCA)",
+        f"PC 1 ({explained[0]:.0%} of variance)",
+        f"PC 2 ({explained[1]:.0%} of variance)",
+    )
+    _colorbar(fig, points, "read weight z of the slot", ax=ax, fraction=0.05, pad=0.02)
+    return fig
+
+
+def spectrogram(waveform, sample_rate=SAMPLE_RATE):
+    """Power spectrogram in dB: 25 ms Hann windows, 10 ms hop.
+
+    Returns:
+        `(frequencies in Hz, frame times in s, dB (frequencies, frames))`.
+    """
+    from scipy.signal import spectrogram as scipy_spectrogram
+
+    window = int(0.025 * sample_rate)
+    hop = int(0.010 * sample_rate)
+    waveform = np.asarray(waveform, "float64")
+    if len(waveform) < window:
+        waveform = np.pad(waveform, (0, window - len(waveform)))
+    f, t, power = scipy_spectrogram(
+        waveform, fs=sample_rate, window="hann", nperseg=window, noverlap=window - hop
+    )
+    return f, t, 10.0 * np.log10(power + 1e-10)
+
+
+def audio_figure(analysis):
+    """Waveform and spectrogram of the whole clip; the cropped part shaded."""
+    waveform = analysis.waveform
+    seconds = len(waveform) / SAMPLE_RATE
+    fig = _figure(WIDE, 3.6, right=0.75)
+    grid = fig.add_gridspec(
+        2, 2, height_ratios=[1, 1.5], width_ratios=[1, 0.03], hspace=0.5, wspace=0.04
+    )
+    top = fig.add_subplot(grid[0, 0])
+    bottom = fig.add_subplot(grid[1, 0], sharex=top)
+    if len(waveform) > 20000:  # min/max envelope of 2000 bins: fast and faithful
+        usable = len(waveform) // 2000 * 2000
+        chunks = waveform[:usable].reshape(2000, -1)
+        t = (np.arange(2000) + 0.5) * chunks.shape[1] / SAMPLE_RATE
+        top.fill_between(
+            t, chunks.min(axis=1), chunks.max(axis=1), color="tab:blue", lw=0
+        )
+    else:
+        top.plot(np.arange(len(waveform)) / SAMPLE_RATE, waveform, lw=0.6)
+    title = f"Waveform, {seconds:.2f} s at {SAMPLE_RATE // 1000} kHz"
+    if seconds > analysis.model_seconds > 0:
+        title += f" (grey: cropped at {analysis.model_seconds:.2f} s)"
+        for ax in (top, bottom):
+            ax.axvspan(analysis.model_seconds, seconds, color="0.6", alpha=0.5, lw=0)
+    _style(top, title, "", "amplitude")
+    f, t, db = spectrogram(waveform)
+    loudest = float(db.max())
+    image = bottom.imshow(
+        db,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        vmin=loudest - 80,
+        vmax=loudest,
+        extent=(0, seconds, f[0], f[-1]),
+        interpolation="nearest",
+    )
+    _style(
+        bottom,
+        "Spectrogram (25 ms windows, 10 ms hop)",
+        "time (s)",
+        "frequency (Hz)",
+    )
+    _colorbar(fig, image, "power (dB)", cax=fig.add_subplot(grid[1, 1]))
+    top.set_xlim(0, seconds)
+    top.tick_params(labelbottom=False)
+    return fig
+
+
+def image_figure(analysis):
+    """The 8x8 image exactly as the model receives it (black 0, white 1)."""
+    fig = _figure(2.4, 2.5, left=0.5, right=0.1)
+    ax = fig.subplots()
+    ax.imshow(analysis.image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    _style(ax, "Image input, 8x8", "pixel column", "pixel row")
+    return fig
+
+
+def make_figures(analysis, include_memory=True):
+    """`{name: Figure}` for an `Analysis`, in page order.
+
+    The memory heatmap depends only on the model (inference never writes
+    the memory): the app draws it once per model (`include_memory=False`
+    here) and caches its PNG.
+    """
+    figures = {"probabilities": probability_figure(analysis)}
+    if analysis.report is not None:
+        if include_memory:
+            figures["memory"] = memory_figure(
+                analysis.report["memory"], analysis.feature_spans
+            )
+        figures["read_weights"] = read_figure(analysis)
+        figures["attention"] = attention_figure(analysis)
+        figures["pca"] = pca_figure(analysis)
+    if analysis.waveform is not None:
+        figures["audio"] = audio_figure(analysis)
+    if analysis.image is not None:
+        figures["image"] = image_figure(analysis)
+    return figures
+
+
+def render_png(fig, dpi=150):
+    """PNG bytes of a figure (one draw: no `bbox_inches="tight"`)."""
+    buffer = io.BytesIO()
+    # zlib level 1: a few % larger files, encoding about 5x faster.
+    fig.savefig(buffer, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
+    return buffer.getvalue()

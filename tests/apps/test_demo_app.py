@@ -1,0 +1,234 @@
+"""The Streamlit demo app, driven in-process with `streamlit.testing.v1.AppTest`.
+
+Models come from the `models_root` fixture (tests/apps/conftest.py): the
+shipped ones in `saved_models/`, or tiny ones trained for the test.
+"""
+
+import io
+import re
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+pytest.importorskip("matplotlib")
+pytest.importorskip("PIL")
+
+import keras  # noqa: E402
+import soundfile as sf  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+APP = REPO / "apps" / "demo_app.py"
+sys.path.insert(0, str(REPO / "apps"))
+
+import demo_core as core  # noqa: E402
+
+
+@pytest.fixture
+def app(models_root, monkeypatch):
+    monkeypatch.setenv("MMFUSION_MODELS_DIR", str(models_root))
+    at = AppTest.from_file(str(APP), default_timeout=240)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def wav_bytes(seconds, rate=22050):
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
+    buffer = io.BytesIO()
+    sf.write(buffer, tone.astype("float32"), rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def png_bytes(pixels):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, "uint8"), "L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def texts(at, kind):
+    return [element.value for element in getattr(at, kind)]
+
+
+def prediction(at):
+    found = [m for m in texts(at, "markdown") if m.startswith("### Predicted class:")]
+    assert len(found) == 1, texts(at, "markdown")
+    return found[0]
+
+
+def choose(at, model):
+    at.selectbox(key="model").set_value(model).run()
+    assert not at.exception, at.exception
+
+
+def test_default_page_shows_prediction_twin_memory_and_backend(app):
+    assert texts(app, "error") == []
+    assert app.selectbox(key="model").value == "speech_text_mbaf"
+    classes = ("anger", "happiness", "neutral", "sadness")
+    assert prediction(app).split(": ", 1)[1].split(" (")[0] in classes
+    assert any("twin speech_text_concat" in m for m in texts(app, "markdown"))
+    assert [s for s in texts(app, "subheader")] == [
+        "1. Inputs",
+        "2. Prediction",
+        "3. Inside the memory",
+    ]
+    # probabilities, audio, read weights, attention, memory heatmap, PCA
+    assert len(app.get("image")) == 6
+    backend = keras.config.backend()
+    assert any(f"runs on **`{backend}`**" in m for m in texts(app, "markdown"))
+    assert app.selectbox(key="backend").value == backend
+
+
+def test_uploaded_long_wav_and_typed_text(app, models_root):
+    card = core.read_card(models_root / "speech_text_mbaf" / "model.keras")
+    takes = card["preprocessing"]["inputs"]["audio"]["samples"] / core.SAMPLE_RATE
+    seconds = max(5.0, takes + 1.0)
+    app.file_uploader(key="audio_file").set_value(
+        ("clip.wav", wav_bytes(seconds), "audio/wav")
+    )
+    app.checkbox(key="own_text").check().run()
+    app.text_input(key="text").input("I am so glad to see you").run()
+    assert not app.exception, app.exception
+    assert texts(app, "error") == []
+    warnings = texts(app, "warning")
+    expected = f"{seconds:.2f} s cropped to the model's {takes:.2f} s"
+    assert any(expected in w for w in warnings), warnings
+    assert any("WAV/PCM_16, 22050 Hz" in c for c in texts(app, "caption"))
+    prediction(app)
+
+
+def test_blanking_a_modality_compares_with_the_full_input(app):
+    app.radio(key="blank").set_value("text").run()
+    assert not app.exception, app.exception
+    assert prediction(app).endswith("with text blanked")
+    markdown = " ".join(texts(app, "markdown"))
+    assert "with all inputs:" in markdown
+    assert "twin speech_text_concat (naive concatenation) with text blanked" in markdown
+
+
+def test_bad_audio_shows_errors_and_the_app_recovers(app):
+    uploader = app.file_uploader(key="audio_file")
+    uploader.set_value(("clip.wav", b"RIFF\x10\x00\x00\x00garbage!", "audio/wav")).run()
+    assert not app.exception, app.exception
+    errors = texts(app, "error")
+    assert len(errors) == 1 and re.search(
+        r"Cannot decode audio file 'clip\.wav'", errors[0]
+    )
+    m4a_like = b"\x00\x00\x00\x18ftypM4A \x00\x00\x02\x00" + bytes(64)
+    uploader = app.file_uploader(key="audio_file")
+    uploader.set_value(("voice.m4a", m4a_like, "audio/mp4")).run()
+    errors = texts(app, "error")
+    assert len(errors) == 1 and re.search(r"unsupported format: M4A", errors[0]), errors
+    assert "ffmpeg" in errors[0]
+    app.file_uploader(key="audio_file").set_value(None).run()
+    assert texts(app, "error") == []
+    prediction(app)
+
+
+def test_empty_text_and_bad_text_file(app):
+    app.checkbox(key="own_text").check().run()
+    errors = texts(app, "error")
+    assert len(errors) == 1 and re.search(r"Text 0 is empty", errors[0]), errors
+    app.file_uploader(key="text_file").set_value(
+        ("words.txt", b"\xff\xfe\xfa not utf-8", "text/plain")
+    ).run()
+    errors = texts(app, "error")
+    assert len(errors) == 1 and re.search(r"'words\.txt' is not a UTF-8", errors[0])
+    app.file_uploader(key="text_file").set_value(
+        ("words.txt", b"I am furious!\n", "text/plain")
+    ).run()
+    assert texts(app, "error") == []
+    prediction(app)
+
+
+def test_image_uploads(app):
+    choose(app, "avdigits_mbaf")
+    assert app.selectbox(key="model").value == "avdigits_mbaf"
+    # probabilities, image, audio, read weights, attention, memory, PCA
+    assert len(app.get("image")) == 7
+    uploader = app.file_uploader(key="image_file")
+    uploader.set_value(("digit.png", wav_bytes(0.1), "image/png")).run()
+    errors = texts(app, "error")
+    assert len(errors) == 1 and re.search(r"'digit\.png' is not an image", errors[0])
+    blank = np.full((40, 40), 255)
+    app.file_uploader(key="image_file").set_value(
+        ("white.png", png_bytes(blank), "image/png")
+    ).run()
+    errors = texts(app, "error")
+    assert len(errors) == 1 and re.search(r"'white\.png' looks blank", errors[0])
+    one = np.full((64, 48), 250)
+    one[8:56, 20:28] = 10  # a dark vertical stroke on light paper
+    app.file_uploader(key="image_file").set_value(
+        ("one.png", png_bytes(one), "image/png")
+    ).run()
+    assert not app.exception, app.exception
+    assert texts(app, "error") == []
+    assert any("inverted" in c for c in texts(app, "caption"))
+    prediction(app)
+
+
+def test_model_paths_that_are_not_keras_models(app, tmp_path, models_root):
+    choose(app, "Other .keras file...")
+    assert any("Type the path" in i for i in texts(app, "info"))
+    app.text_input(key="model_path").input(str(tmp_path / "model.h5")).run()
+    errors = texts(app, "error")
+    assert len(errors) == 1 and re.search(
+        r"Expected the path of a `\.keras`", errors[0]
+    )
+    fake = tmp_path / "fake" / "model.keras"
+    fake.parent.mkdir()
+    fake.write_bytes(zlib.compress(b"not a zip archive"))
+    card = (models_root / "speech_text_mbaf" / "model_card.json").read_text()
+    (fake.parent / "model_card.json").write_text(card)
+    app.text_input(key="model_path").input(str(fake)).run()
+    assert not app.exception, app.exception
+    errors = texts(app, "error")
+    assert len(errors) == 1 and re.search(
+        r"Could not load .* as a Keras model", errors[0]
+    )
+    good = models_root / "speech_text_concat" / "model.keras"
+    app.text_input(key="model_path").input(str(good)).run()
+    assert texts(app, "error") == []
+    assert any("has no memory layer" in i for i in texts(app, "info"))
+    assert any("twin speech_text_mbaf" in m for m in texts(app, "markdown"))
+
+
+def test_blank_inputs_zero_exactly_one_modality(models_root):
+    card = core.read_card(models_root / "speech_text_mbaf" / "model.keras")
+    raw = {"audio": np.full(8000, 0.1, "float32"), "text": "so happy"}
+    inputs, notes = core.make_inputs(card, raw, blank="text")
+    assert notes == []
+    assert inputs["audio"].shape[0] == inputs["text"].shape[0] == 2
+    np.testing.assert_array_equal(inputs["audio"][0], inputs["audio"][1])
+    assert inputs["text"][0].any() and not inputs["text"][1].any()
+    inputs, _ = core.make_inputs(card, raw, blank="audio")
+    assert inputs["audio"][0].any() and not inputs["audio"][1].any()
+    with pytest.raises(ValueError, match=r"Cannot blank 'image': the model takes"):
+        core.make_inputs(card, raw, blank="image")
+
+
+def test_read_position_is_the_read_weighted_mean_of_projected_slots():
+    rng = np.random.default_rng(0)
+    memory = rng.standard_normal((6, 5))
+    z = rng.dirichlet(np.ones(6), size=2)
+    slots, reads, explained = core.project_memory(memory, z)
+    np.testing.assert_allclose(reads, z @ slots, atol=1e-10)
+    assert slots.shape == (6, 2) and explained[0] >= explained[1] > 0
+
+
+def test_a_collapsed_memory_projects_to_zeros_without_nans():
+    memory = np.tile(np.arange(5.0), (4, 1))  # four identical slots
+    z = np.full((1, 4), 0.25)
+    assert core.memory_collapsed(memory) and core.memory_spread(memory) == 0.0
+    slots, reads, explained = core.project_memory(memory, z)
+    assert not np.isnan(slots).any() and not np.isnan(reads).any()
+    np.testing.assert_array_equal(explained, [0.0, 0.0])
+    memory[2, 1] += 0.5
+    assert not core.memory_collapsed(memory)
