@@ -71,6 +71,12 @@ def memory_png(path, mtime, _memory, spans):
     return core.render_png(core.memory_figure(_memory, spans))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def audio_png(waveform, model_seconds):
+    """Waveform + spectrogram: drawn once per clip (not again on toggles)."""
+    return core.render_png(core.audio_figure(waveform, model_seconds))
+
+
 # ---------------------------------------------------------------- sidebar
 
 
@@ -90,9 +96,7 @@ def _streamlit_run_command():
 
 
 def backend_section():
-    import keras
-
-    backend = keras.config.backend()
+    backend = core.configure_backend()
     st.sidebar.header("Keras backend")
     st.sidebar.markdown(f"This server runs on **`{backend}`**.")
     target = st.sidebar.selectbox(
@@ -322,10 +326,9 @@ def results_section(loaded, twin, raw, blank):
     except ValueError as e:
         st.error(f"Cannot run the model on these inputs. {e}")
         st.stop()
-    for note in analysis.notes:
-        st.warning(
-            note[0].upper() + note[1:] + ": the rest is ignored (grey in the plots)."
-        )
+    for note in analysis.notes:  # e.g. "audio 0: 5.20 s cropped to the model's 3.00 s"
+        note = note.split(": ", 1)[-1]
+        st.warning(f"The clip is too long: {note}; the rest is ignored (grey below).")
     name, probability = analysis.predicted
     st.subheader("2. Prediction")
     suffix = f" with {blank} blanked" if blank else ""
@@ -347,7 +350,7 @@ def results_section(loaded, twin, raw, blank):
     else:
         parts.append("no twin model found to compare with")
     st.markdown("Same input, " + "; ".join(parts) + ".")
-    figures = core.make_figures(analysis, include_memory=False)
+    figures = core.make_figures(analysis, include_memory=False, include_audio=False)
     left, right = st.columns(2)
     with left:
         show(figures["probabilities"])
@@ -356,8 +359,10 @@ def results_section(loaded, twin, raw, blank):
             st.image(core.render_png(figures["image"], dpi=100), width="content")
             st.caption("The model's image input: black 0, white (ink) 1.")
     with right:
-        if "audio" in figures:
-            show(figures["audio"])
+        if analysis.waveform is not None:
+            st.image(
+                audio_png(analysis.waveform, analysis.model_seconds), width="stretch"
+            )
             st.audio(analysis.waveform, sample_rate=core.SAMPLE_RATE)
     st.subheader("3. Inside the memory")
     if analysis.report is None:

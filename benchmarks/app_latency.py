@@ -7,6 +7,8 @@ project the memory (PCA), build every matplotlib figure and render it to PNG
 (`demo_core.render_png`, what the page shows). The model and the memory
 heatmap are cached per model in the app (`st.cache_resource` /
 `st.cache_data`), so they are loaded / drawn once here too, before timing.
+The waveform/spectrogram figure is drawn for every request (a new upload;
+the app caches it per clip only for reruns such as the blank toggle).
 Streamlit's own overhead (rerun, sending images to the browser) is not
 included.
 
@@ -50,6 +52,7 @@ def worker(args):
     import demo_core as core
     import keras
 
+    core.configure_backend()  # as the app does
     path = os.path.join(args.models_dir, args.model, "model.keras")
     loaded = core.load_model(path)
     twin_path = core.find_twin(path, loaded.card, args.models_dir)

@@ -330,7 +330,6 @@ def cmd_compare(args):
 def cmd_demo(args):
     """Starts the Streamlit demo (`apps/demo_app.py`) as a headless server."""
     import importlib.util
-    import subprocess
 
     import mmfusion_keras
 
@@ -360,12 +359,9 @@ def cmd_demo(args):
         "Ctrl+C stops it.",
         flush=True,
     )
-    try:
-        code = subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        return
-    if code not in (0, -2, 130):  # -2 / 130: stopped with Ctrl+C
-        raise UserError(f"streamlit exited with status {code}.")
+    sys.stderr.flush()
+    # Replace this process (which has imported Keras) by the server.
+    os.execve(sys.executable, command, env)
 
 
 def build_parser():
