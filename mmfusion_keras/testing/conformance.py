@@ -68,6 +68,48 @@ def assert_raises_with_message(fn, pattern, error=ValueError):
     raise AssertionError(f"Expected a {error.__name__} matching {pattern!r}.")
 
 
+def fusion_input_error_cases(make_layer, layer_name):
+    """The bad-input cases every `BaseFusion` layer must reject clearly.
+
+    Args:
+        make_layer: a callable returning a fresh layer.
+        layer_name: the class name the messages must mention.
+
+    Returns:
+        A list of `(description, make_call, pattern)` for
+        `run_layer_conformance(error_cases=...)`: one modality, a single
+        tensor, wrong rank, mismatched batch sizes and an integer dtype.
+    """
+    x = np.arange(6, dtype="float32").reshape(2, 3)
+    return [
+        (
+            "one modality",
+            lambda: make_layer()([x]),
+            rf"{layer_name}.*at least 2 modality tensors.*Received 1 modalities",
+        ),
+        (
+            "single tensor",
+            lambda: make_layer()(x),
+            r"Received a single tensor of shape \(2, 3\)",
+        ),
+        (
+            "wrong rank",
+            lambda: make_layer()([x, np.ones((2, 3, 1), "float32")]),
+            r"rank 2 \(batch, features\).*modality 1 with rank 3",
+        ),
+        (
+            "mismatched batch",
+            lambda: make_layer()([x, np.ones((3, 3), "float32")]),
+            r"same batch size.*\[2, 3\]",
+        ),
+        (
+            "integer dtype",
+            lambda: make_layer()([x, np.ones((2, 3), "int32")]),
+            r"floating-point.*modality 1 with dtype int32",
+        ),
+    ]
+
+
 def trainable_gradients(model, inputs, output_weights=None, training=True):
     """Gradients of a random projection of `model(inputs)` w.r.t. its weights.
 
@@ -187,9 +229,7 @@ def run_layer_conformance(
         f"{layer_cls.__name__}: compute_output_shape {computed}"
     )
     n_trainable = len(layer.trainable_weights)
-    seed_vars = sum(
-        len(sg.variables) for sg in _seed_generators(layer)
-    )
+    seed_vars = sum(len(sg.variables) for sg in _seed_generators(layer))
     n_non_trainable = len(layer.non_trainable_weights) - seed_vars
     assert n_trainable == expected_num_trainable_weights, (
         f"{layer_cls.__name__}: {n_trainable} trainable weights, expected "
@@ -227,9 +267,9 @@ def run_layer_conformance(
         target = (
             make_target(ops.convert_to_numpy(fit_model(unwrap(data))))
             if make_target is not None
-            else np.random.default_rng(1).standard_normal((batch_size, 1)).astype(
-                "float32"
-            )
+            else np.random.default_rng(1)
+            .standard_normal((batch_size, 1))
+            .astype("float32")
         )
         fit_model.compile(optimizer="adam", loss="mse", jit_compile="auto")
         history = fit_model.fit(
@@ -259,7 +299,9 @@ def run_layer_conformance(
         assert len(restored_layers) == 1 and type(restored_layers[0]) is layer_cls
         after = ops.convert_to_numpy(restored.predict(unwrap(data), verbose=0))
         np.testing.assert_allclose(after, before, atol=save_atol, rtol=0)
-        for a, b in zip(model.non_trainable_variables, restored.non_trainable_variables):
+        for a, b in zip(
+            model.non_trainable_variables, restored.non_trainable_variables
+        ):
             np.testing.assert_allclose(
                 ops.convert_to_numpy(b), ops.convert_to_numpy(a), atol=0, rtol=0
             )
@@ -299,7 +341,10 @@ def _seed_generators(layer):
         for value in list(vars(obj).values()):
             items = value if isinstance(value, (list, tuple)) else [value]
             for item in items:
-                if isinstance(item, keras.random.SeedGenerator) and id(item) not in seen:
+                if (
+                    isinstance(item, keras.random.SeedGenerator)
+                    and id(item) not in seen
+                ):
                     seen.add(id(item))
                     found.append(item)
                 elif isinstance(item, keras.layers.Layer):

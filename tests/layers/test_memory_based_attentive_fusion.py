@@ -146,7 +146,9 @@ def test_matches_numpy_reference(read):
 
 def test_per_modality_matches_reference():
     # Same seed, same initial memories; `untouched` is never written.
-    untouched = MemoryBasedAttentiveFusion(memory_slots=4, memory="per_modality", seed=2)
+    untouched = MemoryBasedAttentiveFusion(
+        memory_slots=4, memory="per_modality", seed=2
+    )
     untouched.build([A.shape, T.shape])
     layer = MemoryBasedAttentiveFusion(memory_slots=4, memory="per_modality", seed=2)
     out = ops.convert_to_numpy(layer([A, T], training=True))

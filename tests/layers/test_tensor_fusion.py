@@ -4,39 +4,14 @@ from keras import ops
 
 from mmfusion_keras.layers import TensorFusion
 from mmfusion_keras.testing import assert_raises_with_message
+from mmfusion_keras.testing import fusion_input_error_cases
 from mmfusion_keras.testing import run_layer_conformance
 
 X1 = np.arange(6, dtype="float32").reshape(2, 3)
 
 
 def _common_errors(make_layer):
-    return [
-        (
-            "one modality",
-            lambda: make_layer()([X1]),
-            r"TensorFusion.*at least 2 modality tensors.*Received 1 modalities",
-        ),
-        (
-            "single tensor",
-            lambda: make_layer()(X1),
-            r"Received a single tensor of shape \(2, 3\)",
-        ),
-        (
-            "wrong rank",
-            lambda: make_layer()([X1, np.ones((2, 3, 1), "float32")]),
-            r"rank 2 \(batch, features\).*modality 1 with rank 3",
-        ),
-        (
-            "mismatched batch",
-            lambda: make_layer()([X1, np.ones((3, 3), "float32")]),
-            r"same batch size.*\[2, 3\]",
-        ),
-        (
-            "integer dtype",
-            lambda: make_layer()([X1, np.ones((2, 3), "int32")]),
-            r"floating-point.*modality 1 with dtype int32",
-        ),
-    ]
+    return fusion_input_error_cases(make_layer, "TensorFusion")
 
 
 def tensor_fusion_reference(xs):
