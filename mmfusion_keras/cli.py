@@ -364,6 +364,104 @@ def cmd_demo(args):
     os.execve(sys.executable, command, env)
 
 
+def cmd_search(args):
+    """MFAS or random search on AV-Digits, then final training of the top K."""
+    if args.task != "avdigits":
+        raise UserError(
+            f"`mmfusion search` supports --task avdigits only. Received: {args.task!r}"
+        )
+    from mmfusion_keras.search.av_digits_search import prepare
+    from mmfusion_keras.search.av_digits_search import search_and_train
+
+    output = args.output or os.path.join("runs", f"search_avdigits_seed{args.seed}")
+    start = time.perf_counter()
+    data = prepare(
+        os.path.join(output, "unimodal"),
+        audio_snr_db=args.audio_snr_db,
+        image_snr_db=args.image_snr_db,
+        seed=args.seed,
+        unimodal_epochs=args.unimodal_epochs,
+        max_examples=args.max_examples,
+        verbose=args.verbose > 0,
+    )
+    result = search_and_train(
+        data,
+        output,
+        method=args.method,
+        budget=args.budget,
+        seed=args.seed,
+        num_samples=args.num_samples,
+        max_layers=args.max_layers,
+        epochs=args.epochs,
+        top_k=args.top_k,
+        final_units=args.final_units,
+        final_epochs=args.final_epochs,
+        multitask_epochs=args.multitask_epochs,
+        batch_size=args.batch_size,
+        final_patience=args.final_patience,
+        run_eagerly=args.run_eagerly,
+        verbose=args.verbose > 0,
+    )
+    result.update(
+        {
+            "task": args.task,
+            "audio_snr_db": args.audio_snr_db,
+            "image_snr_db": args.image_snr_db,
+            "command": "mmfusion " + " ".join(args.argv),
+            "wall_seconds": time.perf_counter() - start,
+            **_versions(),
+        }
+    )
+    path = os.path.join(output, f"result_{args.method}.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    best = result["best"]
+    print(
+        f"{args.method}: {result['num_trained']} architectures, top-{len(result['top'])} "
+        f"val {result['top_val_mean']:.4f} ± {result['top_val_std']:.4f}; best "
+        f"{best['description']} val {best['val_accuracy']:.4f} test "
+        f"{best['test_accuracy']:.4f}. Wrote {path}"
+    )
+
+
+def _add_search_parser(sub):
+    search = sub.add_parser(
+        "search", help="fusion architecture search (MFAS or random) on AV-Digits"
+    )
+    search.add_argument("--task", default="avdigits", help="avdigits")
+    search.add_argument("--method", choices=["mfas", "random"], default="mfas")
+    search.add_argument("--budget", type=int, default=60, help="architectures sampled")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--num-samples", type=int, default=5, help="K per step")
+    search.add_argument("--max-layers", type=int, default=4, help="L")
+    search.add_argument("--epochs", type=int, default=2, help="E_train per sample")
+    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--final-units", type=int, default=64)
+    search.add_argument("--final-epochs", type=int, default=40)
+    search.add_argument("--final-patience", type=int, default=8)
+    search.add_argument("--batch-size", type=int, default=64)
+    search.add_argument(
+        "--run-eagerly",
+        action="store_true",
+        help="do not compile the fusion heads (faster for many tiny models)",
+    )
+    search.add_argument(
+        "--multitask-epochs",
+        type=int,
+        default=0,
+        help="fine-tune the best end to end with the multitask loss (0: skip)",
+    )
+    search.add_argument("--audio-snr-db", type=float, default=None)
+    search.add_argument("--image-snr-db", type=float, default=None)
+    search.add_argument("--unimodal-epochs", type=int, default=30)
+    search.add_argument("--max-examples", type=int, default=None)
+    search.add_argument(
+        "--output", help="run folder (state, unimodal nets, results); resumes"
+    )
+    search.add_argument("--verbose", type=int, default=1)
+    search.set_defaults(func=cmd_search)
+
+
 def build_parser():
     from_tasks = ["digits-views", "speech-text", "avdigits"]
     parser = argparse.ArgumentParser(
@@ -436,6 +534,7 @@ def build_parser():
         "KERAS_BACKEND)",
     )
     demo.set_defaults(func=cmd_demo)
+    _add_search_parser(sub)
     return parser
 
 

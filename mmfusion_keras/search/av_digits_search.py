@@ -238,6 +238,9 @@ def search_and_train(
     final_units=64,
     final_epochs=40,
     multitask_epochs=0,
+    batch_size=64,
+    final_patience=8,
+    run_eagerly=False,
     verbose=False,
 ):
     """Runs (or resumes) a search, then trains the top `top_k` to completion.
@@ -260,6 +263,10 @@ def search_and_train(
         final_epochs: maximum epochs of the final training.
         multitask_epochs: if > 0, the best architecture is then fine-tuned
             end to end with the multitask loss for this many epochs.
+        batch_size: batch size of the search and the final training.
+        final_patience: early-stopping patience of the final training.
+        run_eagerly: `compile` argument of the fusion heads (True is
+            faster for many small models on a busy CPU with PyTorch).
         verbose: print progress.
 
     Returns:
@@ -289,6 +296,8 @@ def search_and_train(
         units=units,
         t_max=t_max,
         t_min=t_min,
+        batch_size=batch_size,
+        run_eagerly=run_eagerly,
         seed=seed,
     )
     start = time.perf_counter()
@@ -306,7 +315,10 @@ def search_and_train(
             10,
             units=final_units,
             epochs=final_epochs,
+            batch_size=batch_size,
+            patience=final_patience,
             seed=seed,
+            run_eagerly=run_eagerly,
         )
         test_acc = _head_accuracy(head, *features["test"])
         finals.append(
@@ -332,6 +344,9 @@ def search_and_train(
         "num_samples": num_samples,
         "max_layers": max_layers,
         "epochs_per_architecture": epochs,
+        "batch_size": batch_size,
+        "final_units": final_units,
+        "final_epochs": final_epochs,
         "search_seconds": search_seconds,
         "seconds_per_architecture_mean": float(np.mean(per_arch)),
         "seconds_per_architecture_median": float(np.median(per_arch)),
@@ -362,7 +377,10 @@ def search_and_train(
             10,
             units=final_units,
             epochs=final_epochs,
+            batch_size=batch_size,
+            patience=final_patience,
             seed=seed,
+            run_eagerly=run_eagerly,
         )
         splits = data["splits"]
         model, val_acc, seconds = finetune_multitask(
@@ -389,7 +407,7 @@ def search_and_train(
     return result
 
 
-def baselines(data, seed=0, units=64, epochs=40):
+def baselines(data, seed=0, units=64, epochs=40, batch_size=64, patience=8):
     """Table 2 baselines: unimodal nets, late fusion, last-feature concat.
 
     - unimodal: the trained `f` (spectrogram) and `g` (image) alone;
@@ -425,6 +443,8 @@ def baselines(data, seed=0, units=64, epochs=40):
         10,
         units=units,
         epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
         seed=seed,
     )
     out["validation"]["concat_last_features"] = val_acc
@@ -434,7 +454,16 @@ def baselines(data, seed=0, units=64, epochs=40):
     return out
 
 
-def measure_speedup(data, descriptions, space, epochs=1, units=16, seed=0):
+def measure_speedup(
+    data,
+    descriptions,
+    space,
+    epochs=1,
+    units=16,
+    seed=0,
+    batch_size=64,
+    run_eagerly=False,
+):
     """Wall time of training sampled heads on cached features vs through
     the frozen extractors (same description, epochs, batch size).
 
@@ -446,6 +475,18 @@ def measure_speedup(data, descriptions, space, epochs=1, units=16, seed=0):
 
     rows = []
     splits = data["splits"]
+    common = {"units": units, "epochs": epochs, "batch_size": batch_size}
+    # One untimed run first, so that one-off warm-up costs count for neither.
+    train_fusion_head(
+        descriptions[0],
+        space,
+        data["features"]["train"],
+        data["features"]["validation"],
+        10,
+        seed=seed,
+        run_eagerly=run_eagerly,
+        **common,
+    )
     for description in descriptions:
         _, _, cached, _ = train_fusion_head(
             description,
@@ -453,9 +494,9 @@ def measure_speedup(data, descriptions, space, epochs=1, units=16, seed=0):
             data["features"]["train"],
             data["features"]["validation"],
             10,
-            units=units,
-            epochs=epochs,
             seed=seed,
+            run_eagerly=run_eagerly,
+            **common,
         )
         keras.utils.set_random_seed(seed)
         start = time.perf_counter()
@@ -474,12 +515,13 @@ def measure_speedup(data, descriptions, space, epochs=1, units=16, seed=0):
         model.compile(
             optimizer=keras.optimizers.Adam(1e-3),
             loss="sparse_categorical_crossentropy",
+            run_eagerly=run_eagerly,
         )
         model.fit(
             splits["train"][0],
             splits["train"][1],
             epochs=epochs,
-            batch_size=64,
+            batch_size=batch_size,
             verbose=0,
         )
         model.predict(splits["validation"][0], batch_size=1024, verbose=0)

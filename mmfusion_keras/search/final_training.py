@@ -29,6 +29,7 @@ def train_final(
     learning_rate=1e-3,
     patience=8,
     seed=0,
+    run_eagerly=False,
 ):
     """Trains a fusion head to completion on cached features.
 
@@ -45,6 +46,7 @@ def train_final(
         batch_size, learning_rate: optimisation.
         patience: early-stopping patience (epochs).
         seed: seed of initialisation and shuffling.
+        run_eagerly: passed to `compile`.
 
     Returns:
         `(head model, validation accuracy, seconds)`.
@@ -76,6 +78,7 @@ def train_final(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        run_eagerly=run_eagerly,
     )
     names = list(head.input)
     head.fit(

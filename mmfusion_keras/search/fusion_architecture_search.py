@@ -487,8 +487,13 @@ class FusionArchitectureSearch:
                     )
                 self._save(state, bank)
                 continue
-            # The step's samples are all trained: update the surrogate.
-            if self.method == "mfas":
+            # The step's samples are all trained: update the surrogate
+            # (not after the last step: nothing would use it).
+            last = (
+                len(state["history"]) >= self.budget
+                or state["step"] + 1 >= self.num_steps
+            )
+            if self.method == "mfas" and not last:
                 seen = self._seen(state)
                 loss = self.surrogate.fit(
                     list(seen),

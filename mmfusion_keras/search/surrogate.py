@@ -83,7 +83,9 @@ class Surrogate:
         inputs = keras.Input((self.space.max_layers, 3), name="triplets")
         x = keras.layers.Masking(0.0)(inputs)
         x = keras.layers.Dense(self.embedding_dim, activation="sigmoid")(x)
-        x = keras.layers.LSTM(self.hidden_units)(x)
+        # Unrolled: L is small and fixed, and an unrolled LSTM compiles
+        # faster than a loop on every backend.
+        x = keras.layers.LSTM(self.hidden_units, unroll=True)(x)
         outputs = keras.layers.Dense(1, activation="sigmoid")(x)
         model = keras.Model(inputs, outputs, name="mfas_surrogate")
         if compile:
