@@ -46,7 +46,8 @@ def main():
     parser.add_argument("--image-snr-db", type=float, default=-3.0)
     parser.add_argument("--unimodal-epochs", type=int, default=30)
     parser.add_argument("--multitask-epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-2)
     parser.add_argument("--final-epochs", type=int, default=20)
     parser.add_argument("--final-patience", type=int, default=5)
     parser.add_argument(
@@ -94,6 +95,7 @@ def main():
             num_samples=args.num_samples,
             max_layers=args.max_layers,
             epochs=args.epochs,
+            learning_rate=args.learning_rate,
             multitask_epochs=args.multitask_epochs if method == "mfas" else 0,
             batch_size=args.batch_size,
             final_epochs=args.final_epochs,

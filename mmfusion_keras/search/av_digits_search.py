@@ -156,7 +156,9 @@ def prepare(
     The unimodal networks are trained once and saved as
     `directory/audio_lenet.keras` and `directory/image_lenet.keras`; the
     candidate features of every split are cached in
-    `directory/features_<split>.npz`. Later calls load both.
+    `directory/features_<split>.npz`. Later calls load both. The returned
+    features are standardised per dimension with the training split's mean
+    and variance (`feature_stats`).
 
     Returns:
         A dict with `splits` (raw inputs), `f`, `g`, `f_layers`, `g_layers`,
@@ -203,6 +205,25 @@ def prepare(
             np.savez(path, **feats)
         features[split] = (feats, splits[split][1])
     seconds["features"] = time.perf_counter() - start
+    # Standardise every cached feature with the training split's statistics
+    # (the pooled conv outputs of different layers differ in scale by
+    # orders of magnitude; a sampled head trained for 2 epochs needs them
+    # on one scale). `feature_stats` re-applies this inside end-to-end
+    # networks (`build_fusion_network(..., feature_stats=...)`).
+    feature_stats = {}
+    for key, values in features["train"][0].items():
+        mean = values.mean(axis=0)
+        variance = values.var(axis=0) + 1e-6
+        feature_stats[key] = (mean, variance)
+    for split in SPLITS:
+        feats, labels = features[split]
+        feats = {
+            k: ((v - feature_stats[k][0]) / np.sqrt(feature_stats[k][1])).astype(
+                "float32"
+            )
+            for k, v in feats.items()
+        }
+        features[split] = (feats, labels)
     return {
         "directory": directory,
         "splits": splits,
@@ -211,6 +232,7 @@ def prepare(
         "f_layers": f_layers,
         "g_layers": g_layers,
         "features": features,
+        "feature_stats": feature_stats,
         "seconds": seconds,
     }
 
@@ -232,6 +254,7 @@ def search_and_train(
     activations=("relu", "sigmoid"),
     epochs=2,
     units=16,
+    learning_rate=1e-2,
     t_max=10.0,
     t_min=0.2,
     top_k=5,
@@ -257,6 +280,7 @@ def search_and_train(
         activations: the `P` activations.
         epochs: `E_train` per sampled architecture.
         units: fusion width during the search.
+        learning_rate: Adam learning rate of the sampled networks.
         t_max, t_min: temperature range.
         top_k: how many of the best found are trained to completion.
         final_units: fusion width of the final training.
@@ -294,6 +318,7 @@ def search_and_train(
         num_samples=num_samples,
         epochs=epochs,
         units=units,
+        learning_rate=learning_rate,
         t_max=t_max,
         t_min=t_min,
         batch_size=batch_size,
@@ -344,6 +369,7 @@ def search_and_train(
         "num_samples": num_samples,
         "max_layers": max_layers,
         "epochs_per_architecture": epochs,
+        "learning_rate": learning_rate,
         "batch_size": batch_size,
         "final_units": final_units,
         "final_epochs": final_epochs,
@@ -395,7 +421,9 @@ def search_and_train(
             splits["validation"],
             10,
             epochs=multitask_epochs,
+            batch_size=batch_size,
             seed=seed,
+            feature_stats=data["feature_stats"],
         )
         p = model.predict(splits["test"][0], batch_size=256, verbose=0)["fusion"]
         result["multitask"] = {
@@ -511,6 +539,7 @@ def measure_speedup(
             10,
             units=units,
             activations=space.activations,
+            feature_stats=data["feature_stats"],
         )
         model.compile(
             optimizer=keras.optimizers.Adam(1e-3),

@@ -115,6 +115,7 @@ def finetune_multitask(
     learning_rate=1e-4,
     loss_weights=None,
     seed=0,
+    feature_stats=None,
 ):
     """Fine-tunes fusion head, `f` and `g` together with the multitask loss.
 
@@ -138,6 +139,9 @@ def finetune_multitask(
             pretrained).
         loss_weights: dict with keys `"fusion"`, `"x"`, `"y"`.
         seed: seed of the shuffling.
+        feature_stats: standardisation of the pooled features, as used for
+            the cached features the head was trained on (see
+            `build_fusion_network`).
 
     Returns:
         `(multitask model, fused validation accuracy, seconds)`; the model
@@ -160,6 +164,7 @@ def finetune_multitask(
         activations=space.activations,
         multitask=True,
         head=head,
+        feature_stats=feature_stats,
     )
     loss = "sparse_categorical_crossentropy"
     weights = {"fusion": 1.0, "x": 1.0, "y": 1.0, **(loss_weights or {})}

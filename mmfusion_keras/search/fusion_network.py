@@ -176,6 +176,7 @@ def build_fusion_network(
     activations=DEFAULT_ACTIVATIONS,
     multitask=False,
     head=None,
+    feature_stats=None,
     name="mfas_fusion_network",
 ):
     """The end-to-end fusion network of a description on `f` and `g`.
@@ -195,6 +196,10 @@ def build_fusion_network(
             paper's final fine-tuning ("Loss function", section 3.2).
         head: an existing fusion head (e.g. trained on cached features) to
             use instead of building a new one.
+        feature_stats: optional `{"x1": (mean, variance), ...}`: each pooled
+            feature is standardised with these fixed statistics (a
+            non-trainable `Normalization` layer), as the cached features
+            the head was trained on were.
         name: model name.
 
     Returns:
@@ -236,6 +241,11 @@ def build_fusion_network(
     ys = ys if isinstance(ys, (list, tuple)) else [ys]
     features = {x_name(i + 1): t for i, t in enumerate(xs)}
     features.update({y_name(i + 1): t for i, t in enumerate(ys)})
+    for key, (mean, variance) in (feature_stats or {}).items():
+        if key in features:
+            features[key] = keras.layers.Normalization(
+                mean=mean, variance=variance, name=f"{key}_standardize"
+            )(features[key])
     fused = head({k: features[k] for k in head.input})
     inputs = x_inputs + y_inputs
     if not multitask:

@@ -279,6 +279,15 @@ def test_fusion_network_from_unimodal_models():
     y1 = run(build_feature_extractor(g, ["b_c1"]), xb)
     want = run(head, {"x1": feats[0], "x2": feats[1], "y1": y1})
     np.testing.assert_allclose(out["fusion"], want, rtol=1e-5, atol=1e-6)
+    # With feature_stats the pooled features are standardised first.
+    stats = {"x2": (np.full(4, 0.5), np.full(4, 4.0)), "y1": (np.ones(2), np.ones(2))}
+    standardised = build_fusion_network(
+        description, f, g, ["a_c1", "a_c2"], ["b_c1"], 3, head=head, feature_stats=stats
+    )
+    want = run(head, {"x1": feats[0], "x2": (feats[1] - 0.5) / 2.0, "y1": y1 - 1.0})
+    np.testing.assert_allclose(
+        run(standardised, {"a": xa, "b": xb}), want, rtol=1e-5, atol=1e-6
+    )
     assert_raises_with_message(
         lambda: build_feature_extractor(f, ["nope"]), r"has no layer 'nope'"
     )
