@@ -1,8 +1,11 @@
 import json
 
+import pytest
+
 from mmfusion_keras.cli import main
 
 
+@pytest.mark.slow  # end to end: spectrograms, two LeNets, search, final training
 def test_search_command_runs_and_resumes(tmp_path, capsys):
     argv = [
         "search",
