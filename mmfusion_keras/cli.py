@@ -364,6 +364,25 @@ def cmd_demo(args):
     os.execve(sys.executable, command, env)
 
 
+def cmd_snr_grid(args):
+    """Fusion depth vs. noise on AV-Digits (Barnum et al. 2020)."""
+    from mmfusion_keras.experiments import snr_grid
+
+    args.command_line = "mmfusion " + " ".join(args.argv)
+    snr_grid.run(args)
+
+
+def _add_snr_grid_parser(sub):
+    from mmfusion_keras.experiments.snr_grid import add_arguments
+
+    grid = sub.add_parser(
+        "snr-grid",
+        help="train initial / second-layer / FC fusion at one SNR, test over an "
+        "SNR grid (Barnum et al. 2020)",
+    )
+    add_arguments(grid).set_defaults(func=cmd_snr_grid)
+
+
 def build_parser():
     from_tasks = ["digits-views", "speech-text", "avdigits"]
     parser = argparse.ArgumentParser(
@@ -436,6 +455,7 @@ def build_parser():
         "KERAS_BACKEND)",
     )
     demo.set_defaults(func=cmd_demo)
+    _add_snr_grid_parser(sub)
     return parser
 
 
