@@ -73,6 +73,7 @@ class MultimodalConvLSTM(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
+    >>> from mmfusion_keras.layers import MultimodalConvLSTM
     >>> layer = MultimodalConvLSTM(4, return_sequences=True)
     >>> image = np.random.rand(2, 8, 8, 1).astype("float32")
     >>> audio = np.random.rand(2, 6, 5).astype("float32")

@@ -103,6 +103,8 @@ class MultimodalConvLSTMCell(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
+    >>> from mmfusion_keras.layers.multimodal_conv_lstm_cell import (
+    ...     MultimodalConvLSTMCell)
     >>> cell = MultimodalConvLSTMCell(4)
     >>> cell.build((None, 8, 8, 1), (None, 5))
     >>> image = np.ones((2, 8, 8, 1), "float32")

@@ -20,7 +20,7 @@ Y = np.array([0, 1, 2, 3])
 
 @pytest.mark.parametrize(
     "fusion,zero_input",
-    [("initial", None), ("second", None), ("fc", None), ("initial", "audio")],
+    [("initial", "audio"), ("second", None), ("fc", None)],
 )
 def test_build_fit_save_load(fusion, zero_input, tmp_path):
     model = build_early_fusion_model(fusion, zero_input=zero_input, **SIZES)
@@ -30,8 +30,10 @@ def test_build_fit_save_load(fusion, zero_input, tmp_path):
     assert tuple(model.output.shape) == (None, 10)
     n_multimodal = sum(isinstance(layer, MultimodalConvLSTM) for layer in model.layers)
     assert n_multimodal == (0 if fusion == "fc" else 1)
+    # Eager steps: XLA compiling three recurrent models costs more than the
+    # test (the conformance test of MultimodalConvLSTM fits with jit).
     model.compile(
-        optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile="auto"
+        optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=False
     )
     before = [ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
     history = model.fit(X, Y, batch_size=4, epochs=1, verbose=0)
