@@ -149,6 +149,13 @@ def add_arguments(parser):
     parser.add_argument(
         "--max-test", type=int, default=None, help="first N test examples"
     )
+    parser.add_argument(
+        "--last-frames",
+        type=int,
+        default=None,
+        help="keep only the last N spectrogram frames (the audio is "
+        "front-padded, so the speech is at the end); quick runs and tests",
+    )
     parser.add_argument("--verbose", type=int, default=1)
     return parser
 
@@ -242,7 +249,7 @@ def run(args):
         sizes["dense_units"] = args.dense_units
     for name in ("epochs", "batch_size"):
         _check_int(name.replace("_", "-"), getattr(args, name))
-    for name in ("max_train", "max_test", "units", "dense_units"):
+    for name in ("max_train", "max_test", "last_frames", "units", "dense_units"):
         _check_int(name.replace("_", "-"), sizes.get(name, getattr(args, name, None)))
     os.makedirs(args.output, exist_ok=True)
 
@@ -252,6 +259,9 @@ def run(args):
     test_audio, test_images, y_test = _test_inputs(
         audio_snrs, image_snrs, args.seed, args.max_test
     )
+    if args.last_frames is not None:
+        x_train = {**x_train, "audio": x_train["audio"][:, -args.last_frames :]}
+        test_audio = {a: x[:, -args.last_frames :] for a, x in test_audio.items()}
     audio_shape = tuple(x_train["audio"].shape[1:])
     image_shape = tuple(x_train["image"].shape[1:])
     data_time = time.time() - start
@@ -347,6 +357,7 @@ def run(args):
         "learning_rate": args.learning_rate,
         "num_train": int(len(y_train)),
         "num_test": int(len(y_test)),
+        "audio_shape": list(audio_shape),
         "data_seconds": round(data_time, 1),
         "variants_timing": timings,
         "wall_seconds": round(time.time() - start, 1),

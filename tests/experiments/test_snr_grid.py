@@ -25,6 +25,7 @@ def test_runner_end_to_end(tmp_path):
             "--epochs", "1",
             "--max-train", "12",
             "--max-test", "6",
+            "--last-frames", "5",
             "--verbose", "0",
         ]
     )  # fmt: skip
@@ -43,6 +44,7 @@ def test_runner_end_to_end(tmp_path):
     summary = json.loads((out / "snr_grid.json").read_text())
     assert summary["backend"] == keras.config.backend()
     assert summary["sizes"] == {"units": 2, "dense_units": 4}
+    assert summary["audio_shape"] == [5, 201]
     assert summary["command"].startswith("mmfusion snr-grid")
     assert set(summary["variants_timing"]) == {"initial", "fc"}
 
