@@ -462,6 +462,25 @@ def _add_search_parser(sub):
     search.set_defaults(func=cmd_search)
 
 
+def cmd_snr_grid(args):
+    """Fusion depth vs. noise on AV-Digits (Barnum et al. 2020)."""
+    from mmfusion_keras.experiments import snr_grid
+
+    args.command_line = "mmfusion " + " ".join(args.argv)
+    snr_grid.run(args)
+
+
+def _add_snr_grid_parser(sub):
+    from mmfusion_keras.experiments.snr_grid import add_arguments
+
+    grid = sub.add_parser(
+        "snr-grid",
+        help="train initial / second-layer / FC fusion at one SNR, test over an "
+        "SNR grid (Barnum et al. 2020)",
+    )
+    add_arguments(grid).set_defaults(func=cmd_snr_grid)
+
+
 def build_parser():
     from_tasks = ["digits-views", "speech-text", "avdigits"]
     parser = argparse.ArgumentParser(
@@ -535,6 +554,7 @@ def build_parser():
     )
     demo.set_defaults(func=cmd_demo)
     _add_search_parser(sub)
+    _add_snr_grid_parser(sub)
     return parser
 
 

@@ -9,6 +9,7 @@ from mmfusion_keras.layers.low_rank_tensor_fusion import LowRankTensorFusion
 from mmfusion_keras.layers.memory_based_attentive_fusion import (
     MemoryBasedAttentiveFusion,
 )
+from mmfusion_keras.layers.multimodal_conv_lstm import MultimodalConvLSTM
 from mmfusion_keras.layers.product_fusion import ProductFusion
 from mmfusion_keras.layers.sinc_conv1d import SincConv1D
 from mmfusion_keras.layers.sum_fusion import SumFusion
@@ -22,6 +23,7 @@ __all__ = [
     "LateFusion",
     "LowRankTensorFusion",
     "MemoryBasedAttentiveFusion",
+    "MultimodalConvLSTM",
     "ProductFusion",
     "SincConv1D",
     "SumFusion",

@@ -1,5 +1,6 @@
 """Model builders composed with the functional API."""
 
+from mmfusion_keras.models.early_fusion import build_early_fusion_model
 from mmfusion_keras.models.fusion_classifier import build_fusion_classifier
 from mmfusion_keras.models.mbaf_networks import build_iemocap_audio_encoder
 from mmfusion_keras.models.mbaf_networks import build_iemocap_network

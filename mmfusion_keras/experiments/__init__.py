@@ -1,0 +1,1 @@
+"""Experiment runners (scripts with a `main(argv)`, also behind the CLI)."""
