@@ -2,6 +2,7 @@
 
 from mmfusion_keras.layers.compact_bilinear_pooling import CompactBilinearPooling
 from mmfusion_keras.layers.concatenate_fusion import ConcatenateFusion
+from mmfusion_keras.layers.delta_self_attention import DeltaSelfAttention
 from mmfusion_keras.layers.feature_self_attention import FeatureSelfAttention
 from mmfusion_keras.layers.gated_multimodal_unit import GatedMultimodalUnit
 from mmfusion_keras.layers.late_fusion import LateFusion
@@ -17,6 +18,7 @@ from mmfusion_keras.layers.tensor_fusion import TensorFusion
 __all__ = [
     "CompactBilinearPooling",
     "ConcatenateFusion",
+    "DeltaSelfAttention",
     "FeatureSelfAttention",
     "GatedMultimodalUnit",
     "LateFusion",
