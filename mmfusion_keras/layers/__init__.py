@@ -1,5 +1,6 @@
 """Fusion layers. Every class listed in `__all__` passes the conformance check."""
 
+from mmfusion_keras.layers.canonical_correlation_loss import CanonicalCorrelationLoss
 from mmfusion_keras.layers.compact_bilinear_pooling import CompactBilinearPooling
 from mmfusion_keras.layers.concatenate_fusion import ConcatenateFusion
 from mmfusion_keras.layers.delta_self_attention import DeltaSelfAttention
@@ -16,6 +17,7 @@ from mmfusion_keras.layers.sum_fusion import SumFusion
 from mmfusion_keras.layers.tensor_fusion import TensorFusion
 
 __all__ = [
+    "CanonicalCorrelationLoss",
     "CompactBilinearPooling",
     "ConcatenateFusion",
     "DeltaSelfAttention",
