@@ -1,6 +1,12 @@
 """Model builders composed with the functional API."""
 
 from mmfusion_keras.models.fusion_classifier import build_fusion_classifier
+from mmfusion_keras.models.hierarchical_delta_attention import (
+    build_hierarchical_delta_attention_model,
+)
+from mmfusion_keras.models.hierarchical_delta_attention import (
+    fit_hierarchical_stagewise,
+)
 from mmfusion_keras.models.mbaf_networks import build_iemocap_audio_encoder
 from mmfusion_keras.models.mbaf_networks import build_iemocap_network
 from mmfusion_keras.models.mbaf_networks import build_iemocap_text_encoder
