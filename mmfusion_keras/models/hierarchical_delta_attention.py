@@ -295,7 +295,7 @@ def fit_hierarchical_stagewise(
     batch_size=32,
     validation_data=None,
     verbose=0,
-    jit_compile="auto",
+    compile_kwargs=None,
 ):
     """Trains a hierarchical delta-attention model module by module (Table 1).
 
@@ -325,8 +325,9 @@ def fit_hierarchical_stagewise(
         batch_size: int.
         validation_data: optional `(x_val, y_val)` for stages 1 and 3.
         verbose: passed to `fit`.
-        jit_compile: passed to `compile` (False avoids compiling five
-            models for a few steps, e.g. in tests).
+        compile_kwargs: optional dict of extra `compile` arguments for every
+            stage (e.g. `{"run_eagerly": True}` to skip tracing five models
+            for a few steps, as in tests).
 
     Returns:
         A dict of `keras.callbacks.History.history` dicts: `"<modality>"`
@@ -375,8 +376,8 @@ def fit_hierarchical_stagewise(
         kwargs = _compile_kwargs(task) if use_labels else {}
         sub.compile(
             keras.optimizers.Adam(learning_rates[stage]),
-            jit_compile=jit_compile,
             **kwargs,
+            **(compile_kwargs or {}),
         )
         feed = {k: x[k] for k in (i.name.split(":")[0] for i in sub.inputs)}
         val = None
