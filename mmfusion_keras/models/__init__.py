@@ -11,6 +11,7 @@ from mmfusion_keras.models.mbaf_networks import build_iemocap_audio_encoder
 from mmfusion_keras.models.mbaf_networks import build_iemocap_network
 from mmfusion_keras.models.mbaf_networks import build_iemocap_text_encoder
 from mmfusion_keras.models.mbaf_networks import build_physionet_network
+from mmfusion_keras.models.mult import build_mult_model
 from mmfusion_keras.models.task_models import build_audio_encoder
 from mmfusion_keras.models.task_models import build_av_digits_model
 from mmfusion_keras.models.task_models import build_speech_text_model
