@@ -7,6 +7,7 @@ from keras import ops
 
 from mmfusion_keras.layers.canonical_correlation_loss import CanonicalCorrelationLoss
 from mmfusion_keras.layers.delta_self_attention import DeltaSelfAttention
+from mmfusion_keras.models.mosei_heads import add_mosei_head
 
 _HEADS = ("multiclass", "multilabel")
 
@@ -106,7 +107,8 @@ def build_hierarchical_delta_attention_model(
     connections of Fig. 2c are read as concatenating the masked means of
     the unimodal representations `Y_M` with that of `Z_Fused` before the
     head; the pooled encodings (the outputs of `CanonicalCorrelationLoss`,
-    an identity) are concatenated too; (d) the head is `Dense(num_classes)` with softmax (`"multiclass"`,
+    an identity) are concatenated too; (d) the head is the shared CMU-MOSEI head (`mosei_heads.add_mosei_head`,
+    the same as MulT's): `Dense(num_classes)` with softmax (`"multiclass"`,
     the 6-way Acc_6 task) or sigmoid (`"multilabel"`, per-emotion binary).
 
     Layer names (used by `fit_hierarchical_stagewise`):
@@ -273,9 +275,8 @@ def _build(
     )(fused, mask=fused_mask)  # Eq. 14-16
     z = keras.layers.GlobalAveragePooling1D(name="fused_pool")(z, mask=fused_mask)
     h = keras.layers.Concatenate(name="skip_concat")([z, *pooled, *views])
-    activation = "softmax" if head == "multiclass" else "sigmoid"
-    outputs = keras.layers.Dense(num_classes, activation=activation, name="head")(
-        h
+    outputs = add_mosei_head(
+        h, head=head, num_classes=num_classes, name="head"
     )  # Eq. 17
     return keras.Model(inputs, outputs, name=name)
 
