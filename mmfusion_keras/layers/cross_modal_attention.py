@@ -145,6 +145,7 @@ class CrossModalAttention(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
+    >>> from keras import ops
     >>> from mmfusion_keras.layers import CrossModalAttention
     >>> language = np.random.rand(2, 5, 8).astype("float32")
     >>> audio = np.random.rand(2, 7, 6).astype("float32")
@@ -154,7 +155,7 @@ class CrossModalAttention(keras.layers.Layer):
     ...                   return_attention_scores=True)
     >>> tuple(y.shape), tuple(scores.shape)
     ((2, 5, 8), (2, 2, 5, 7))
-    >>> float(np.abs(np.asarray(scores)[1, :, :, 4:]).max())
+    >>> float(ops.convert_to_numpy(scores)[1, :, :, 4:].max())
     0.0
 
     Reference:
