@@ -34,7 +34,7 @@ def test_end_to_end_fit_save_and_load():
     )
     assert model.output.shape == (None, 4)
     before = _weights(model)
-    model.compile("adam", "sparse_categorical_crossentropy", run_eagerly=True)
+    model.compile("adam", "sparse_categorical_crossentropy")
     history = model.fit(DS.inputs, DS.labels, epochs=1, batch_size=8, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     after = _weights(model)
