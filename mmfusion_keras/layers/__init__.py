@@ -1,7 +1,13 @@
 """Fusion layers. Every class listed in `__all__` passes the conformance check."""
 
+from mmfusion_keras.layers.canonical_correlation_loss import CanonicalCorrelationLoss
 from mmfusion_keras.layers.compact_bilinear_pooling import CompactBilinearPooling
 from mmfusion_keras.layers.concatenate_fusion import ConcatenateFusion
+from mmfusion_keras.layers.cross_modal_attention import CrossModalAttention
+from mmfusion_keras.layers.cross_modal_transformer_block import (
+    CrossModalTransformerBlock,
+)
+from mmfusion_keras.layers.delta_self_attention import DeltaSelfAttention
 from mmfusion_keras.layers.feature_self_attention import FeatureSelfAttention
 from mmfusion_keras.layers.gated_multimodal_unit import GatedMultimodalUnit
 from mmfusion_keras.layers.late_fusion import LateFusion
@@ -12,12 +18,19 @@ from mmfusion_keras.layers.memory_based_attentive_fusion import (
 from mmfusion_keras.layers.multimodal_conv_lstm import MultimodalConvLSTM
 from mmfusion_keras.layers.product_fusion import ProductFusion
 from mmfusion_keras.layers.sinc_conv1d import SincConv1D
+from mmfusion_keras.layers.sinusoidal_position_embedding import (
+    SinusoidalPositionEmbedding,
+)
 from mmfusion_keras.layers.sum_fusion import SumFusion
 from mmfusion_keras.layers.tensor_fusion import TensorFusion
 
 __all__ = [
+    "CanonicalCorrelationLoss",
     "CompactBilinearPooling",
     "ConcatenateFusion",
+    "CrossModalAttention",
+    "CrossModalTransformerBlock",
+    "DeltaSelfAttention",
     "FeatureSelfAttention",
     "GatedMultimodalUnit",
     "LateFusion",
@@ -26,6 +39,7 @@ __all__ = [
     "MultimodalConvLSTM",
     "ProductFusion",
     "SincConv1D",
+    "SinusoidalPositionEmbedding",
     "SumFusion",
     "TensorFusion",
 ]

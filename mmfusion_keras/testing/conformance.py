@@ -186,7 +186,10 @@ def run_layer_conformance(
         init_kwargs: dict of constructor arguments.
         input_shapes: list of input shapes with `None` batch, e.g.
             `[(None, 3), (None, 5)]`; a single shape for one-input layers.
-        expected_output_shape: symbolic output shape (batch `None`).
+        expected_output_shape: symbolic output shape (batch `None`); a list
+            of shapes for layers that return a list of tensors (their
+            outputs are then flattened and concatenated for the fit,
+            gradient and save steps).
         expected_num_trainable_weights: count after build.
         expected_num_non_trainable_weights: count after build (seed
             generator states excluded).
@@ -219,18 +222,30 @@ def run_layer_conformance(
     layer = layer_cls(**init_kwargs)
     symbolic = _symbolic_inputs(shapes)
     sym_out = layer(unwrap(symbolic))
-    assert tuple(sym_out.shape) == tuple(expected_output_shape), (
-        f"{layer_cls.__name__}: symbolic output shape {tuple(sym_out.shape)}"
-        f" != expected {tuple(expected_output_shape)}"
+    multi_output = isinstance(sym_out, (list, tuple))
+    expected_shapes = (
+        [tuple(s) for s in expected_output_shape]
+        if multi_output
+        else [tuple(expected_output_shape)]
     )
-    assert keras.backend.standardize_dtype(sym_out.dtype) == "float32"
+    sym_outs = list(sym_out) if multi_output else [sym_out]
     computed = layer.compute_output_shape(unwrap(shapes))
-    assert tuple(computed) == tuple(expected_output_shape), (
-        f"{layer_cls.__name__}: compute_output_shape {computed}"
-    )
+    computed = list(computed) if multi_output else [computed]
+    assert len(sym_outs) == len(expected_shapes) == len(computed)
+    for out, expected, comp in zip(sym_outs, expected_shapes, computed):
+        assert tuple(out.shape) == expected, (
+            f"{layer_cls.__name__}: symbolic output shape {tuple(out.shape)}"
+            f" != expected {expected}"
+        )
+        assert keras.backend.standardize_dtype(out.dtype) == "float32"
+        assert tuple(comp) == expected, (
+            f"{layer_cls.__name__}: compute_output_shape {comp}"
+        )
     n_trainable = len(layer.trainable_weights)
-    seed_vars = sum(len(sg.variables) for sg in _seed_generators(layer))
-    n_non_trainable = len(layer.non_trainable_weights) - seed_vars
+    seed_states = {id(sg.state) for sg in _seed_generators(layer)}
+    n_non_trainable = sum(
+        1 for w in layer.non_trainable_weights if id(w) not in seed_states
+    )
     assert n_trainable == expected_num_trainable_weights, (
         f"{layer_cls.__name__}: {n_trainable} trainable weights, expected "
         f"{expected_num_trainable_weights}: "
@@ -246,14 +261,21 @@ def run_layer_conformance(
     # Eager call.
     data = random_inputs(shapes, batch_size=batch_size)
     eager_layer = layer_cls(**init_kwargs)
-    eager_out = eager_layer(unwrap(data))
-    expected_eager = (batch_size,) + tuple(expected_output_shape[1:])
-    assert tuple(eager_out.shape) == expected_eager, (
-        f"{layer_cls.__name__}: eager output shape {tuple(eager_out.shape)} "
-        f"!= {expected_eager}"
-    )
-    assert keras.backend.standardize_dtype(eager_out.dtype) == "float32"
-    assert np.all(np.isfinite(ops.convert_to_numpy(eager_out)))
+    eager_outs = eager_layer(unwrap(data))
+    eager_outs = list(eager_outs) if multi_output else [eager_outs]
+    for eager_out, expected in zip(eager_outs, expected_shapes):
+        expected_eager = (batch_size,) + tuple(expected[1:])
+        assert tuple(eager_out.shape) == expected_eager, (
+            f"{layer_cls.__name__}: eager output shape "
+            f"{tuple(eager_out.shape)} != {expected_eager}"
+        )
+        assert keras.backend.standardize_dtype(eager_out.dtype) == "float32"
+        assert np.all(np.isfinite(ops.convert_to_numpy(eager_out)))
+
+    if multi_output:
+        sym_out = keras.layers.Concatenate(name="conformance_concat")(
+            [keras.layers.Flatten()(out) for out in sym_outs]
+        )
 
     model = keras.Model(symbolic, sym_out)
 
@@ -299,9 +321,13 @@ def run_layer_conformance(
         assert len(restored_layers) == 1 and type(restored_layers[0]) is layer_cls
         after = ops.convert_to_numpy(restored.predict(unwrap(data), verbose=0))
         np.testing.assert_allclose(after, before, atol=save_atol, rtol=0)
-        for a, b in zip(
-            model.non_trainable_variables, restored.non_trainable_variables
-        ):
+
+        # Seed-generator states (dropout counters) are not model state.
+        def state(m):
+            seeds = {id(sg.state) for sg in _seed_generators(m)}
+            return [v for v in m.non_trainable_variables if id(v) not in seeds]
+
+        for a, b in zip(state(model), state(restored)):
             np.testing.assert_allclose(
                 ops.convert_to_numpy(b), ops.convert_to_numpy(a), atol=0, rtol=0
             )
@@ -309,14 +335,17 @@ def run_layer_conformance(
     # 7. mixed_float16.
     if run_mixed_precision:
         mp_layer = layer_cls(**{**init_kwargs, "dtype": "mixed_float16"})
-        mp_out = mp_layer(unwrap(data))
-        spec = mp_layer.compute_output_spec(
+        mp_outs = mp_layer(unwrap(data))
+        specs = mp_layer.compute_output_spec(
             unwrap([keras.KerasTensor(x.shape, dtype="float32") for x in data])
         )
-        assert keras.backend.standardize_dtype(mp_out.dtype) == (
-            keras.backend.standardize_dtype(spec.dtype)
-        ), f"mixed_float16 output {mp_out.dtype} != spec {spec.dtype}"
-        assert keras.backend.standardize_dtype(mp_out.dtype) == "float16"
+        if not multi_output:
+            mp_outs, specs = [mp_outs], [specs]
+        for mp_out, spec in zip(mp_outs, specs):
+            assert keras.backend.standardize_dtype(mp_out.dtype) == (
+                keras.backend.standardize_dtype(spec.dtype)
+            ), f"mixed_float16 output {mp_out.dtype} != spec {spec.dtype}"
+            assert keras.backend.standardize_dtype(mp_out.dtype) == "float16"
         for w in mp_layer.weights:
             dtype = keras.backend.standardize_dtype(w.dtype)
             if "float" in dtype:
