@@ -2,6 +2,7 @@
 
 from mmfusion_keras.layers.compact_bilinear_pooling import CompactBilinearPooling
 from mmfusion_keras.layers.concatenate_fusion import ConcatenateFusion
+from mmfusion_keras.layers.dual_memory_fusion import DualMemoryFusion
 from mmfusion_keras.layers.feature_self_attention import FeatureSelfAttention
 from mmfusion_keras.layers.gated_multimodal_unit import GatedMultimodalUnit
 from mmfusion_keras.layers.late_fusion import LateFusion
@@ -13,10 +14,12 @@ from mmfusion_keras.layers.product_fusion import ProductFusion
 from mmfusion_keras.layers.sinc_conv1d import SincConv1D
 from mmfusion_keras.layers.sum_fusion import SumFusion
 from mmfusion_keras.layers.tensor_fusion import TensorFusion
+from mmfusion_keras.layers.top_k_pooling import TopKPooling
 
 __all__ = [
     "CompactBilinearPooling",
     "ConcatenateFusion",
+    "DualMemoryFusion",
     "FeatureSelfAttention",
     "GatedMultimodalUnit",
     "LateFusion",
@@ -26,4 +29,5 @@ __all__ = [
     "SincConv1D",
     "SumFusion",
     "TensorFusion",
+    "TopKPooling",
 ]
