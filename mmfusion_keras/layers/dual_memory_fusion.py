@@ -168,6 +168,7 @@ class DualMemoryFusion(BaseFusion):
         writer_heads=4,
         writer_intermediate_dim=None,
         similarity_loss_weight=1.0,
+        normalize_pooling=True,
         kernel_initializer="glorot_uniform",
         seed=None,
         **kwargs,
@@ -211,6 +212,7 @@ class DualMemoryFusion(BaseFusion):
         self.writer_heads = writer_heads
         self.writer_intermediate_dim = writer_intermediate_dim
         self.similarity_loss_weight = float(similarity_loss_weight)
+        self.normalize_pooling = bool(normalize_pooling)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -259,6 +261,7 @@ class DualMemoryFusion(BaseFusion):
         # Composer.
         self.pooling = CompactBilinearPooling(
             output_dim=self.output_dim,
+            normalize=self.normalize_pooling,
             seed=None if seed is None else seed + 2,
             dtype=self.dtype_policy,
             name="pooling",
@@ -463,6 +466,7 @@ class DualMemoryFusion(BaseFusion):
             "writer_heads": self.writer_heads,
             "writer_intermediate_dim": self.writer_intermediate_dim,
             "similarity_loss_weight": self.similarity_loss_weight,
+            "normalize_pooling": self.normalize_pooling,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "seed": self.seed,
         }

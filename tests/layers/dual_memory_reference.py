@@ -45,7 +45,7 @@ def top_k_pooling(x, p, k):
     return x[idx] * sigmoid(y[idx])[:, None], y
 
 
-def compact_bilinear(x, y, hashes, signs, dim):
+def compact_bilinear(x, y, hashes, signs, dim, normalize=True):
     """Count sketches of x and y, circularly convolved via the FFT."""
 
     def sketch(v, h, s):
@@ -56,7 +56,11 @@ def compact_bilinear(x, y, hashes, signs, dim):
 
     fx = np.fft.rfft(sketch(x, hashes[0], signs[0]), n=dim)
     fy = np.fft.rfft(sketch(y, hashes[1], signs[1]), n=dim)
-    return np.fft.irfft(fx * fy, n=dim)
+    out = np.fft.irfft(fx * fy, n=dim)
+    if normalize:  # signed square root, then L2 normalization
+        out = np.sign(out) * np.sqrt(np.abs(out))
+        out = out / np.linalg.norm(out, axis=-1, keepdims=True)
+    return out
 
 
 def feature_attention(b, kernel):
