@@ -105,6 +105,15 @@ class DualMemoryFusion(BaseFusion):
     - The paper does not describe the transformer block or the top-k
       pooling further; the block is a standard post-norm encoder layer and
       the pooling is gPool (Gao and Ji 2019), see `TopKPooling`.
+    - Composer scale: `FeatureSelfAttention` returns `alpha * b` with
+      softmax weights that average `1 / D` (`D = output_dim`), so the
+      attended vector is about `D` times smaller than the pooled one and
+      `BatchNormalization`'s epsilon (1e-3) swamped its batch variance: the
+      features never reached the head (chance accuracy). The attended
+      vector is multiplied by `D`, so uniform attention is the identity.
+    - Composer pooling: `normalize_pooling=True` applies MCB's signed
+      square root and L2 normalization to the pooled vectors (the paper
+      does not say).
     - `x_a M_t^T` needs `d_a = d_t`. With different widths the layer raises
       a `ValueError`, unless `memory_dim` is set: then `x_a` and `x_t` are
       first projected by their own `Dense(memory_dim)` (an addition to the
@@ -122,6 +131,8 @@ class DualMemoryFusion(BaseFusion):
             network; None: `2 d`.
         similarity_loss_weight: float, weight of the Eq. 4 memory loss
             (paper: 1).
+        normalize_pooling: bool, signed square root and L2 normalization
+            of the pooled vectors. Default True.
         kernel_initializer: initializer of the trainable kernels.
         seed: int or None; seeds the memories, the pooling hashes and the
             Gumbel noise.
@@ -389,8 +400,11 @@ class DualMemoryFusion(BaseFusion):
         x_at, z_t, tau_t = self._read(x_a, states[1], self.temperatures[1], training)
         p_1 = self.pooling([x_a, x_at])  # Eq. 3
         p_2 = self.pooling([x_ta, x_t])  # Eq. 3
-        f_1 = self.norms[0](self.attentions[0](p_1), training=training)
-        f_2 = self.norms[1](self.attentions[1](p_2), training=training)
+        # The attention weights average 1 / D: rescale by D so that uniform
+        # attention is the identity (see "Composer scale" in the docstring).
+        scale = float(self.output_dim)
+        f_1 = self.norms[0](self.attentions[0](p_1) * scale, training=training)
+        f_2 = self.norms[1](self.attentions[1](p_2) * scale, training=training)
         return {
             "embeddings": [x_a, x_t],
             "states": states,

@@ -81,6 +81,8 @@ def dual_memory_forward(x_a, x_t, memory_a, memory_t, p, noise=(None, None)):
     x_at, z_t, tau_t = gumbel_read(x_a, memory_t, *p["temperature_t"], noise[1])
     p_1 = compact_bilinear(x_a, x_at, p["hashes"], p["signs"], p["dim"])  # Eq. 3
     p_2 = compact_bilinear(x_ta, x_t, p["hashes"], p["signs"], p["dim"])  # Eq. 3
-    f_1 = batch_norm_inference(feature_attention(p_1, p["attention_1"]), *p["bn_1"])
-    f_2 = batch_norm_inference(feature_attention(p_2, p["attention_2"]), *p["bn_2"])
+    a_1 = feature_attention(p_1, p["attention_1"]) * p["dim"]  # rescaled
+    a_2 = feature_attention(p_2, p["attention_2"]) * p["dim"]
+    f_1 = batch_norm_inference(a_1, *p["bn_1"])
+    f_2 = batch_norm_inference(a_2, *p["bn_2"])
     return (f_1 + f_2) / 2, (z_a, z_t), (tau_a, tau_t)
