@@ -134,7 +134,9 @@ def test_inference_matches_numpy_reference():
     ref, (z_a, z_t), (tau_a, tau_t) = dual_memory_forward(
         A.astype("float64"), T.astype("float64"), *memories, _weights(layer)
     )
-    np.testing.assert_allclose(out, ref, atol=1e-4)
+    # The signed square root is ill-conditioned at 0: float32 FFT noise of
+    # 1e-10 becomes 1e-5 (times D = 16 after the rescale).
+    np.testing.assert_allclose(out, ref, atol=1e-3)
     report = layer.inspect([A, T])
     np.testing.assert_allclose(report["read_weights"][0], z_a, atol=1e-5)
     np.testing.assert_allclose(report["read_weights"][1], z_t, atol=1e-5)
