@@ -10,6 +10,9 @@ ratios are against concatenation measured in the same process.
     .venv/bin/python benchmarks/fusion_speed.py --fusions mbaf --backends jax
     .venv/bin/python benchmarks/fusion_speed.py --model physionet  # paper nets
 
+`--model dual_memory` times the Dual Memory Fusion network (Fig. 1, small
+encoders) against its naive-fusion twin.
+
 `--model classifier` (default) uses the layers of
 `mmfusion_keras.layers.registry` plus late fusion; `--model physionet` and
 `--model iemocap` compare the MBAF paper's networks with MBAF vs with
@@ -64,6 +67,8 @@ def _network_case(model_name, fusion, batch_size):
     from mmfusion_keras.models import mbaf_networks
 
     r = np.random.default_rng(0)
+    if model_name == "dual_memory":
+        return _dual_memory_case(fusion, batch_size, r)
     if model_name == "physionet":
         model = mbaf_networks.build_physionet_network(
             fusion=fusion, chunks=6, chunk_length=1000, lstm_units=128, dense_units=256
@@ -95,6 +100,29 @@ def _network_case(model_name, fusion, batch_size):
     x = {
         "audio": r.standard_normal((batch_size, 4000)).astype("float32"),
         "text": r.integers(1, 2000, (batch_size, 50)),
+    }
+    return model, x, r.integers(0, 4, batch_size)
+
+
+def _dual_memory_case(fusion, batch_size, r):
+    # The Dual Memory Fusion network (Fig. 1) with its default small
+    # encoders (random-init Wav2Vec2-style audio on 1 s of 16 kHz audio, a
+    # 2-layer 64-wide BERT, 30 tokens), the layer at the paper's sizes
+    # (120 slots, 1024-wide pooling), vs its naive-fusion (concat) twin.
+    import numpy as np
+
+    from mmfusion_keras.models import build_dual_memory_network
+
+    model = build_dual_memory_network(
+        fusion="dual_memory" if fusion == "dual_memory" else "concat",
+        audio_samples=16000,
+        sequence_length=30,
+    )
+    x = {
+        "audio": r.standard_normal((batch_size, 16000)).astype("float32"),
+        "token_ids": r.integers(1, 1000, (batch_size, 30)).astype("int32"),
+        "segment_ids": np.zeros((batch_size, 30), "int32"),
+        "padding_mask": np.ones((batch_size, 30), "int32"),
     }
     return model, x, r.integers(0, 4, batch_size)
 
@@ -132,7 +160,9 @@ def worker(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--model", default="classifier", choices=["classifier", "physionet", "iemocap"]
+        "--model",
+        default="classifier",
+        choices=["classifier", "physionet", "iemocap", "dual_memory"],
     )
     parser.add_argument("--fusions", default=None, help="comma-separated; default: all")
     parser.add_argument("--backends", default="tensorflow,jax,torch")
@@ -149,6 +179,8 @@ def main():
             args.fusions = ",".join(
                 ["concat"] + [f for f in fusion_names() if f != "concat"] + ["late"]
             )
+        elif args.model == "dual_memory":
+            args.fusions = "concat,dual_memory"
         else:
             args.fusions = "concat,mbaf"
     if args.worker:

@@ -21,6 +21,7 @@ FUSIONS = (
     "compact_bilinear",
     "late",
     "mbaf",
+    "dual_memory",
 )
 
 

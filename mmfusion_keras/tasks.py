@@ -140,10 +140,18 @@ def _digits_views():
     )
 
 
+# Dual memory fusion on the bundled tasks' 64-wide embeddings: smaller
+# than the paper's 120 slots x 768 and 1024-wide pooling (for 5531 clips).
+DUAL_MEMORY_TASK_KWARGS = {"memory_slots": 32, "output_dim": 256, "writer_heads": 4}
+
+
 def _mbaf_seed(fusion, fusion_kwargs, seed):
     kwargs = dict(fusion_kwargs or {})
-    if fusion == "mbaf":
+    if fusion in ("mbaf", "dual_memory"):
         kwargs.setdefault("seed", seed)
+    if fusion == "dual_memory":
+        for key, value in DUAL_MEMORY_TASK_KWARGS.items():
+            kwargs.setdefault(key, value)
     return kwargs
 
 

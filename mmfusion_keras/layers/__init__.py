@@ -8,6 +8,7 @@ from mmfusion_keras.layers.cross_modal_transformer_block import (
     CrossModalTransformerBlock,
 )
 from mmfusion_keras.layers.delta_self_attention import DeltaSelfAttention
+from mmfusion_keras.layers.dual_memory_fusion import DualMemoryFusion
 from mmfusion_keras.layers.feature_self_attention import FeatureSelfAttention
 from mmfusion_keras.layers.gated_multimodal_unit import GatedMultimodalUnit
 from mmfusion_keras.layers.late_fusion import LateFusion
@@ -23,6 +24,7 @@ from mmfusion_keras.layers.sinusoidal_position_embedding import (
 )
 from mmfusion_keras.layers.sum_fusion import SumFusion
 from mmfusion_keras.layers.tensor_fusion import TensorFusion
+from mmfusion_keras.layers.top_k_pooling import TopKPooling
 
 __all__ = [
     "CanonicalCorrelationLoss",
@@ -31,6 +33,7 @@ __all__ = [
     "CrossModalAttention",
     "CrossModalTransformerBlock",
     "DeltaSelfAttention",
+    "DualMemoryFusion",
     "FeatureSelfAttention",
     "GatedMultimodalUnit",
     "LateFusion",
@@ -42,4 +45,5 @@ __all__ = [
     "SinusoidalPositionEmbedding",
     "SumFusion",
     "TensorFusion",
+    "TopKPooling",
 ]

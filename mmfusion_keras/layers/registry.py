@@ -24,6 +24,7 @@ _FUSION_LAYERS = {
         "mmfusion_keras.layers.memory_based_attentive_fusion",
         "MemoryBasedAttentiveFusion",
     ),
+    "dual_memory": ("mmfusion_keras.layers.dual_memory_fusion", "DualMemoryFusion"),
 }
 
 

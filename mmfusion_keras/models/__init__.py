@@ -1,5 +1,7 @@
 """Model builders composed with the functional API."""
 
+from mmfusion_keras.models.dual_memory_network import build_dual_memory_network
+from mmfusion_keras.models.dual_memory_network import build_wav2vec2_style_encoder
 from mmfusion_keras.models.early_fusion import build_early_fusion_model
 from mmfusion_keras.models.fusion_classifier import build_fusion_classifier
 from mmfusion_keras.models.hierarchical_delta_attention import (

@@ -1,0 +1,486 @@
+import keras
+from keras import ops
+
+from mmfusion_keras.layers.base_fusion import BaseFusion
+from mmfusion_keras.layers.compact_bilinear_pooling import CompactBilinearPooling
+from mmfusion_keras.layers.feature_self_attention import FeatureSelfAttention
+from mmfusion_keras.layers.top_k_pooling import TopKPooling
+
+_EPSILON = 1e-12
+_MODALITIES = ("audio", "text")
+
+
+def mean_pairwise_cosine(memory):
+    """Mean cosine similarity over the pairs of slots `i < j` of a memory.
+
+    One term of Eq. 4: with `S` the `(n, n)` cosine-similarity matrix of the
+    slots, the mean of its upper triangle without the diagonal,
+    `sum_{i<j} S_ij / (n (n - 1) / 2)`, which equals
+    `(sum(S) - trace(S)) / (n (n - 1))` since `S` is symmetric. Zero for
+    `n = 1`.
+
+    Args:
+        memory: `(n, d)` tensor.
+
+    Returns:
+        A scalar tensor.
+    """
+    memory = ops.convert_to_tensor(memory)
+    n = memory.shape[0]
+    unit = memory * ops.rsqrt(
+        ops.sum(ops.square(memory), axis=-1, keepdims=True) + _EPSILON
+    )
+    similarity = ops.matmul(unit, ops.transpose(unit))
+    off_diagonal = ops.sum(similarity) - ops.trace(similarity)
+    return off_diagonal / max(n * (n - 1), 1)  # Eq. 4
+
+
+@keras.saving.register_keras_serializable(package="mmfusion_keras")
+class DualMemoryFusion(BaseFusion):
+    """Dual Memory Fusion: audio and text memories read across modalities.
+
+    Fuses an audio embedding `x_a` and a text embedding `x_t`
+    (`(batch, d)` each) with two memories, `M_a` (`n x d`) and `M_t`
+    (`n x d`), that store what the layer saw during training. Three
+    sub-modules (Priyasad et al. 2023, section 2.2):
+
+    **Reader** (Eq. 1-2). The audio embedding reads the *text* memory:
+
+        s     = x_a M_t^T                        slot similarities   (Eq. 1)
+        tau   = clip(|s w + b|, 1e-4, tau_max)   learned temperature (Eq. 1)
+        z     = softmax((s + g) / tau)           Gumbel-softmax      (Eq. 2)
+        x_a,t = z M_t                            read                (Eq. 2)
+
+    with `g = -log(-log(u))`, `u ~ U(0, 1)` drawn from the layer's
+    `SeedGenerator`. Symmetrically the text embedding reads the audio
+    memory: `x_t,a` from `x_t`, `M_a` and its own temperature Dense.
+
+    **Composer** (Eq. 3). One shared `CompactBilinearPooling` fuses
+    `(x_a, x_a,t)` and `(x_t,a, x_t)` (audio side first in both);
+    each pooled vector goes through its own `FeatureSelfAttention` and
+    `BatchNormalization`, and the output is their average
+    `x_f = (BN_1(att_1(x_p1)) + BN_2(att_2(x_p2))) / 2`.
+
+    **Writer** (training only). For each modality, the memory and the
+    batch's embeddings are stacked along the slot axis (`(n + m) x d`),
+    passed through one transformer encoder block (multi-head self-attention
+    and a feed-forward network, post-norm, over the `n + m` vectors), and
+    `TopKPooling` keeps the `k = n` best-scoring vectors, gated by the
+    sigmoid of their scores. The result is the new memory `M'`. It feeds
+    the similarity loss of this step (Eq. 4),
+
+        L_mem = sum_{l in {a, t}} mean_{i < j} cos(M'_l(i), M'_l(j)),
+
+    added with `add_loss` (times `similarity_loss_weight`), and it is
+    assigned (without gradient) to the memory variable, so the next step
+    reads it. The writer's weights learn only through this loss.
+
+    **Memory state.** The memories are non-trainable variables
+    (`memory_audio`, `memory_text`, in `self.memories`), initialized
+    Xavier-normal with gain 1 (untruncated normal, std
+    `sqrt(2 / (n + d))`), declared with `aggregation="mean"` like MBAF's.
+    They are read through a copy (PyTorch's in-place assign) and written
+    only when the layer is called with `training=True` and is trainable:
+    in `fit`, never in `predict` or `evaluate`, and the Eq. 4 loss is added
+    only then. They are saved in `.keras` files like any weight.
+
+    **Readings of the paper.**
+    - Eq. 2 writes `log(x_tmp)`, undefined for negative similarities; the
+      similarities are used as the logits (the log-softmax of `s`, which
+      differs from `s` by a constant that the softmax ignores).
+    - Eq. 2 sums over `M_a` while the text says the audio query reads the
+      text memory; the text is followed (`x_a,t = z M_t`).
+    - The temperature Dense takes `x_tmp`, which has one entry per slot, so
+      its weight is `1 x n` (the paper writes `1 x d_a`, equal only when
+      `n = d`). One temperature per sample.
+    - At inference (`training` false) the Gumbel noise is dropped: the read
+      is the plain softmax of `s / tau` at the learned temperature, so
+      predictions are deterministic.
+    - Eq. 4 divides the upper-triangle sum by `n (n - 1)` while the text
+      says "averaging the upper triangle": the mean (`/ (n (n - 1) / 2)`)
+      is used; `similarity_loss_weight=0.5` gives Eq. 4 as printed.
+    - The paper assigns `M'` "at the beginning of the next iteration"; here
+      it is assigned at the end of the step that computed it, which is the
+      same memory for the next step.
+    - The paper does not describe the transformer block or the top-k
+      pooling further; the block is a standard post-norm encoder layer and
+      the pooling is gPool (Gao and Ji 2019), see `TopKPooling`.
+    - Composer scale: `FeatureSelfAttention` returns `alpha * b` with
+      softmax weights that average `1 / D` (`D = output_dim`), so the
+      attended vector is about `D` times smaller than the pooled one and
+      `BatchNormalization`'s epsilon (1e-3) swamped its batch variance: the
+      features never reached the head (chance accuracy). The attended
+      vector is multiplied by `D`, so uniform attention is the identity.
+    - Composer pooling: `normalize_pooling=True` applies MCB's signed
+      square root and L2 normalization to the pooled vectors (the paper
+      does not say).
+    - `x_a M_t^T` needs `d_a = d_t`. With different widths the layer raises
+      a `ValueError`, unless `memory_dim` is set: then `x_a` and `x_t` are
+      first projected by their own `Dense(memory_dim)` (an addition to the
+      paper, off by default).
+
+    Args:
+        memory_slots: int, slots `n` of each memory (paper: 120).
+        output_dim: int, width of the compact bilinear pooling and of the
+            output. Default 1024 (the paper does not give it).
+        memory_dim: int or None. None (default): the memories have the
+            inputs' common width `d`. An int: project both inputs to it.
+        temperature_max: float, `tau_max` of Eq. 1 (paper: 10).
+        writer_heads: int, attention heads of the writer's transformer.
+        writer_intermediate_dim: int or None, width of its feed-forward
+            network; None: `2 d`.
+        similarity_loss_weight: float, weight of the Eq. 4 memory loss
+            (paper: 1).
+        normalize_pooling: bool, signed square root and L2 normalization
+            of the pooled vectors. Default True.
+        kernel_initializer: initializer of the trainable kernels.
+        seed: int or None; seeds the memories, the pooling hashes and the
+            Gumbel noise.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: list `[x_a, x_t]` of tensors `(batch, d_a)`, `(batch, d_t)`.
+        training: bool; Gumbel noise, memory writes and the Eq. 4 loss only
+            when True.
+
+    Returns:
+        `x_f`, a tensor of shape `(batch, output_dim)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mmfusion_keras.layers import DualMemoryFusion
+    >>> layer = DualMemoryFusion(memory_slots=6, output_dim=32, writer_heads=2,
+    ...     seed=1)
+    >>> x_a, x_t = np.ones((3, 8), "float32"), np.ones((3, 8), "float32")
+    >>> tuple(layer([x_a, x_t]).shape)
+    (3, 32)
+    >>> report = layer.inspect([x_a, x_t])
+    >>> report["read_weights"][0].shape, report["memory"][1].shape
+    ((3, 6), (6, 8))
+
+    Reference:
+        Priyasad, Fernando, Sridharan, Denman, Fookes, "Dual Memory Fusion
+        for Multimodal Speech Emotion Recognition", Interspeech 2023,
+        section 2.2 (Eq. 1-3) and section 2.3 (Eq. 4). Gumbel-softmax:
+        Jang, Gu, Poole, ICLR 2017, Eq. 2. Top-k pooling: Gao, Ji, "Graph
+        U-Nets", ICML 2019, Eq. 2.
+    """
+
+    min_modalities = 2
+    max_modalities = 2
+
+    def __init__(
+        self,
+        memory_slots=120,
+        output_dim=1024,
+        memory_dim=None,
+        temperature_max=10.0,
+        writer_heads=4,
+        writer_intermediate_dim=None,
+        similarity_loss_weight=1.0,
+        normalize_pooling=True,
+        kernel_initializer="glorot_uniform",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value, allow_none in (
+            ("memory_slots", memory_slots, False),
+            ("output_dim", output_dim, False),
+            ("memory_dim", memory_dim, True),
+            ("writer_heads", writer_heads, False),
+            ("writer_intermediate_dim", writer_intermediate_dim, True),
+        ):
+            if value is None and allow_none:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                expected = "a positive integer" + (" or None" if allow_none else "")
+                raise ValueError(
+                    f"Received an invalid value for argument `{name}`, expected "
+                    f"{expected}. Received: {name}={value!r}"
+                )
+        if not isinstance(temperature_max, (int, float)) or temperature_max <= 1e-4:
+            raise ValueError(
+                "Received an invalid value for argument `temperature_max`, "
+                "expected a number greater than the minimum temperature 1e-4. "
+                f"Received: temperature_max={temperature_max!r}"
+            )
+        if (
+            not isinstance(similarity_loss_weight, (int, float))
+            or similarity_loss_weight < 0
+        ):
+            raise ValueError(
+                "Received an invalid value for argument "
+                "`similarity_loss_weight`, expected a non-negative number. "
+                f"Received: similarity_loss_weight={similarity_loss_weight!r}"
+            )
+        self.memory_slots = memory_slots
+        self.output_dim = output_dim
+        self.memory_dim = memory_dim
+        self.temperature_min = 1e-4
+        self.temperature_max = float(temperature_max)
+        self.writer_heads = writer_heads
+        self.writer_intermediate_dim = writer_intermediate_dim
+        self.similarity_loss_weight = float(similarity_loss_weight)
+        self.normalize_pooling = bool(normalize_pooling)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _check_widths(self, shapes):
+        d_a, d_t = shapes[0][-1], shapes[1][-1]
+        if self.memory_dim is None and d_a != d_t:
+            raise ValueError(
+                f"{self._describe()} reads the text memory with the audio "
+                "embedding (x_a M_t^T) and the audio memory with the text "
+                "embedding, so both embeddings need the same width. Received "
+                f"widths d_a={d_a} and d_t={d_t}. Project them to a common "
+                "width first, or pass `memory_dim` to let the layer project "
+                "both."
+            )
+
+    def _dense(self, units, name, input_width, **kwargs):
+        layer = keras.layers.Dense(
+            units,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name=name,
+            **kwargs,
+        )
+        layer.build((None, input_width))
+        return layer
+
+    def build(self, input_shape):
+        shapes = self._validate_input_shapes(input_shape)
+        n = self.memory_slots
+        if self.memory_dim is None:
+            d = shapes[0][-1]
+            self.input_projections = None
+        else:
+            d = self.memory_dim
+            self.input_projections = [
+                self._dense(d, f"{m}_projection", s[-1])
+                for m, s in zip(_MODALITIES, shapes)
+            ]
+        self._width = d
+        seed = self.seed
+        # Reader: temperatures[0] reads M_a (query x_t), [1] reads M_t (x_a).
+        self.temperatures = [
+            self._dense(1, f"{m}_memory_temperature", n) for m in _MODALITIES
+        ]
+        # Composer.
+        self.pooling = CompactBilinearPooling(
+            output_dim=self.output_dim,
+            normalize=self.normalize_pooling,
+            seed=None if seed is None else seed + 2,
+            dtype=self.dtype_policy,
+            name="pooling",
+        )
+        self.pooling.build([(None, d), (None, d)])
+        self.attentions, self.norms = [], []
+        for j in (1, 2):
+            attention = FeatureSelfAttention(
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=f"composer_attention_{j}",
+            )
+            attention.build((None, self.output_dim))
+            norm = keras.layers.BatchNormalization(
+                dtype=self.dtype_policy, name=f"composer_norm_{j}"
+            )
+            norm.build((None, self.output_dim))
+            self.attentions.append(attention)
+            self.norms.append(norm)
+        # Writer, one per memory.
+        heads = self.writer_heads
+        intermediate = self.writer_intermediate_dim or 2 * d
+        self.writers = []
+        for m in _MODALITIES:
+            attention = keras.layers.MultiHeadAttention(
+                heads,
+                max(1, d // heads),
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=f"{m}_writer_attention",
+            )
+            attention.build((1, None, d), (1, None, d))
+            norm_1 = keras.layers.LayerNormalization(
+                dtype=self.dtype_policy, name=f"{m}_writer_norm_1"
+            )
+            norm_1.build((1, None, d))
+            hidden = keras.layers.Dense(
+                intermediate,
+                activation="relu",
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=f"{m}_writer_hidden",
+            )
+            hidden.build((1, None, d))
+            out = keras.layers.Dense(
+                d,
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=f"{m}_writer_output",
+            )
+            out.build((1, None, intermediate))
+            norm_2 = keras.layers.LayerNormalization(
+                dtype=self.dtype_policy, name=f"{m}_writer_norm_2"
+            )
+            norm_2.build((1, None, d))
+            top_k = TopKPooling(
+                n,
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=f"{m}_writer_top_k",
+            )
+            top_k.build((1, None, d))
+            self.writers.append((attention, norm_1, hidden, out, norm_2, top_k))
+        # Memories: Xavier normal, gain 1 (untruncated, as torch's).
+        self.memories = []
+        for j, m in enumerate(_MODALITIES):
+            self.memories.append(
+                self.add_weight(
+                    shape=(n, d),
+                    name=f"memory_{m}",
+                    initializer=keras.initializers.VarianceScaling(
+                        scale=1.0,
+                        mode="fan_avg",
+                        distribution="untruncated_normal",
+                        seed=None if seed is None else seed + j,
+                    ),
+                    trainable=False,
+                    autocast=False,
+                    aggregation="mean",
+                )
+            )
+
+    def _gumbel_noise(self, shape):
+        """Standard Gumbel noise `-log(-log(u))`, `u ~ U(0, 1)`."""
+        u = keras.random.uniform(shape, seed=self.seed_generator)
+        return -ops.log(-ops.log(u + _EPSILON) + _EPSILON)
+
+    def _read(self, query, memory, temperature_layer, training):
+        """Eq. 1-2: Gumbel-softmax read of `memory` by `query`."""
+        similarities = ops.matmul(
+            ops.cast(query, "float32"), ops.transpose(memory)
+        )  # Eq. 1: x_tmp
+        temperature = ops.cast(
+            temperature_layer(ops.cast(similarities, self.compute_dtype)), "float32"
+        )
+        temperature = ops.clip(
+            ops.abs(temperature), self.temperature_min, self.temperature_max
+        )  # Eq. 1: tau
+        logits = similarities  # log x_tmp of Eq. 2, read as logits
+        if training:
+            logits = logits + self._gumbel_noise(ops.shape(similarities))  # Eq. 2
+        weights = ops.softmax(logits / temperature, axis=-1)  # Eq. 2
+        read = ops.matmul(weights, memory)  # Eq. 2: sum_i z_i M(i)
+        return ops.cast(read, self.compute_dtype), weights, temperature
+
+    def _write(self, memory, x, j, training):
+        """The writer: transformer over [M; x] and top-k back to n slots."""
+        attention, norm_1, hidden, out, norm_2, top_k = self.writers[j]
+        expanded = ops.concatenate(
+            [ops.cast(memory, self.compute_dtype), x], axis=0
+        )  # (n + m, d)
+        h = ops.expand_dims(expanded, 0)
+        h = norm_1(h + attention(h, h, training=training))
+        h = norm_2(h + out(hidden(h)))
+        return ops.cast(top_k(h)[0], "float32")  # (n, d)
+
+    def _forward(self, inputs, training):
+        x_a, x_t = inputs
+        if self.input_projections is not None:
+            x_a = self.input_projections[0](x_a)
+            x_t = self.input_projections[1](x_t)
+        # PyTorch's assign is in place: read the state through a copy.
+        states = [ops.copy(m) for m in self.memories]
+        x_ta, z_a, tau_a = self._read(x_t, states[0], self.temperatures[0], training)
+        x_at, z_t, tau_t = self._read(x_a, states[1], self.temperatures[1], training)
+        p_1 = self.pooling([x_a, x_at])  # Eq. 3
+        p_2 = self.pooling([x_ta, x_t])  # Eq. 3
+        # The attention weights average 1 / D: rescale by D so that uniform
+        # attention is the identity (see "Composer scale" in the docstring).
+        scale = float(self.output_dim)
+        f_1 = self.norms[0](self.attentions[0](p_1) * scale, training=training)
+        f_2 = self.norms[1](self.attentions[1](p_2) * scale, training=training)
+        return {
+            "embeddings": [x_a, x_t],
+            "states": states,
+            "read_weights": [z_a, z_t],
+            "temperature": [tau_a, tau_t],
+            "reads": [x_ta, x_at],
+            "output": (f_1 + f_2) / 2.0,
+        }
+
+    def call(self, inputs, training=None):
+        r = self._forward(inputs, training)
+        if training and self.trainable:
+            loss = 0.0
+            for j, memory in enumerate(self.memories):
+                new_memory = self._write(
+                    r["states"][j], r["embeddings"][j], j, training
+                )
+                loss = loss + mean_pairwise_cosine(new_memory)  # Eq. 4
+                memory.assign(ops.stop_gradient(new_memory))
+            self.add_loss(self.similarity_loss_weight * loss)  # Eq. 4
+        return r["output"]
+
+    def inspect(self, inputs):
+        """What the layer does with `inputs`, without changing the memories.
+
+        Runs the layer in inference mode (no Gumbel noise) and returns NumPy
+        arrays. Every list has one entry per memory, in the order of
+        `self.memories`: `[M_a, M_t]`.
+
+        Args:
+            inputs: `[x_a, x_t]`, arrays `(batch, d_a)`, `(batch, d_t)`.
+
+        Returns:
+            dict with `read_weights` `[(batch, n), (batch, n)]`: the weights
+            of the text query over `M_a` and of the audio query over `M_t`
+            (Eq. 2); `temperature` `[(batch, 1), (batch, 1)]` (Eq. 1);
+            `reads` `[x_t,a, x_a,t]`; `output` `(batch, output_dim)`;
+            `memory` `[M_a, M_t]`; `memory_after_write` `[M_a', M_t']`: the
+            writer's result if this batch were a training batch (not
+            assigned); `similarity_loss`: Eq. 4 on those.
+        """
+        inputs = [ops.convert_to_tensor(x, dtype=self.compute_dtype) for x in inputs]
+        self._validate_call_inputs(inputs)
+        if not self.built:
+            self.build([tuple(x.shape) for x in inputs])
+        r = self._forward(inputs, training=False)
+        after = [
+            self._write(r["states"][j], r["embeddings"][j], j, False) for j in (0, 1)
+        ]
+        report = {
+            key: [ops.convert_to_numpy(v) for v in r[key]]
+            for key in ("read_weights", "temperature", "reads")
+        }
+        report["output"] = ops.convert_to_numpy(r["output"])
+        report["memory"] = [ops.convert_to_numpy(m) for m in self.memories]
+        report["memory_after_write"] = [ops.convert_to_numpy(m) for m in after]
+        report["similarity_loss"] = float(
+            sum(ops.convert_to_numpy(mean_pairwise_cosine(m)) for m in after)
+        )
+        return report
+
+    def compute_output_shape(self, input_shape):
+        shapes = self._validate_input_shapes(input_shape)
+        return (shapes[0][0], self.output_dim)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "memory_slots": self.memory_slots,
+            "output_dim": self.output_dim,
+            "memory_dim": self.memory_dim,
+            "temperature_max": self.temperature_max,
+            "writer_heads": self.writer_heads,
+            "writer_intermediate_dim": self.writer_intermediate_dim,
+            "similarity_loss_weight": self.similarity_loss_weight,
+            "normalize_pooling": self.normalize_pooling,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "seed": self.seed,
+        }

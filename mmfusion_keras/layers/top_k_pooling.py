@@ -1,0 +1,132 @@
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="mmfusion_keras")
+class TopKPooling(keras.layers.Layer):
+    """Differentiable top-k pooling of a set of vectors (gPool).
+
+    Scores every vector of a set with a learned projection, keeps the `k`
+    best-scoring vectors and gates each kept vector by the sigmoid of its
+    score. The selection itself is not differentiable, but the gate is, so
+    the projection `p` receives gradients through the kept vectors:
+
+        y = X p / ||p||                  one score per vector     (Eq. 2)
+        idx = top_k(y, k)                indices of the k best    (Eq. 2)
+        X' = X[idx] * sigmoid(y[idx])    gate the kept vectors    (Eq. 2)
+
+    The kept vectors are returned in decreasing order of their score.
+    Dual Memory Fusion uses it to shrink a memory expanded with a batch of
+    embeddings (`n + m` vectors) back to `n` slots.
+
+    Args:
+        k: positive int, the number of vectors kept.
+        kernel_initializer: initializer of the projection `p`. Default
+            "glorot_uniform".
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: tensor of shape `(batch, N, d)` with `N >= k`.
+        return_scores: bool; also return the scores `y` of all `N` vectors
+            `(batch, N)` and the kept indices `(batch, k)`. Default False.
+
+    Returns:
+        `(batch, k, d)`, or `(outputs, scores, indices)` with
+        `return_scores=True`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mmfusion_keras.layers import TopKPooling
+    >>> pooled = TopKPooling(k=2)(np.ones((1, 5, 3), "float32"))
+    >>> tuple(pooled.shape)
+    (1, 2, 3)
+
+    Reference:
+        Gao, Ji, "Graph U-Nets", ICML 2019, section 3.2, Eq. 2 (the gPool
+        layer, without the graph's adjacency part). Used as the "differentiable
+        Top-K pooling" of Priyasad et al., "Dual Memory Fusion for Multimodal
+        Speech Emotion Recognition", Interspeech 2023, section 2.2.
+    """
+
+    def __init__(self, k, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(
+                "Received an invalid value for argument `k`, expected a "
+                f"positive integer. Received: k={k}"
+            )
+        self.k = k
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def _describe(self):
+        return f"Layer {self.__class__.__name__} (name={self.name!r})"
+
+    def _check_shape(self, shape):
+        shape = tuple(shape)
+        if len(shape) != 3 or shape[-1] is None:
+            raise ValueError(
+                f"{self._describe()} expects a set of vectors of shape "
+                f"(batch, N, d) with a known d. Received shape {shape}."
+            )
+        if shape[1] is not None and shape[1] < self.k:
+            raise ValueError(
+                f"{self._describe()} keeps k={self.k} vectors and needs at "
+                f"least k vectors per set. Received N={shape[1]} "
+                f"(shape {shape})."
+            )
+        return shape
+
+    def build(self, input_shape):
+        shape = self._check_shape(input_shape)
+        self.kernel = self.add_weight(
+            shape=(shape[-1],),
+            name="kernel",
+            initializer=_vector_initializer(self.kernel_initializer),
+            trainable=True,
+        )
+
+    def call(self, inputs, return_scores=False):
+        kernel = ops.cast(self.kernel, inputs.dtype)
+        norm = ops.sqrt(ops.sum(ops.square(kernel)) + 1e-12)
+        scores = ops.einsum("bnd,d->bn", inputs, kernel) / norm  # Eq. 2: y
+        top_scores, indices = ops.top_k(scores, self.k)  # Eq. 2: idx
+        # Gather as a product with one-hot rows: differentiable in `inputs`
+        # and the same on every backend.
+        selection = ops.one_hot(indices, ops.shape(inputs)[1], dtype=inputs.dtype)
+        kept = ops.matmul(selection, inputs)  # (batch, k, d)
+        outputs = kept * ops.expand_dims(ops.sigmoid(top_scores), -1)  # Eq. 2
+        if return_scores:
+            return outputs, scores, indices
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        shape = self._check_shape(input_shape)
+        return (shape[0], self.k, shape[2])
+
+    def compute_output_spec(self, inputs, return_scores=False):
+        shape = self.compute_output_shape(inputs.shape)
+        spec = keras.KerasTensor(shape, dtype=self.compute_dtype)
+        if return_scores:
+            return (
+                spec,
+                keras.KerasTensor(tuple(inputs.shape[:2]), dtype=self.compute_dtype),
+                keras.KerasTensor((shape[0], self.k), dtype="int32"),
+            )
+        return spec
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "k": self.k,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
+
+
+def _vector_initializer(initializer):
+    """Initializes a `(d,)` vector as one column of a `(d, 1)` kernel."""
+
+    def init(shape, dtype=None):
+        return ops.reshape(initializer((shape[0], 1), dtype=dtype), shape)
+
+    return init

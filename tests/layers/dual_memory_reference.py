@@ -1,0 +1,88 @@
+"""NumPy reference of Dual Memory Fusion (Priyasad et al. 2023, Eq. 1-4)."""
+
+import numpy as np
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def gumbel_read(query, memory, w, b, noise=None, tau_min=1e-4, tau_max=10.0):
+    """Eq. 1-2 for a batch: similarities, temperature, Gumbel-softmax, read.
+
+    `w` `(n, 1)` and `b` `(1,)` are the temperature Dense; `noise` is the
+    Gumbel noise `(batch, n)` (None: inference, no noise).
+    Returns `(read, weights, temperature)`.
+    """
+    s = query @ memory.T  # Eq. 1
+    tau = np.clip(np.abs(s @ w + b), tau_min, tau_max)  # Eq. 1
+    logits = s if noise is None else s + noise
+    z = softmax(logits / tau)  # Eq. 2
+    return z @ memory, z, tau
+
+
+def mean_pairwise_cosine(memory):
+    """Eq. 4 term: mean of cos(M_i, M_j) over i < j, by an explicit loop."""
+    n = len(memory)
+    unit = memory / np.linalg.norm(memory, axis=-1, keepdims=True)
+    values = [unit[i] @ unit[j] for i in range(n) for j in range(i + 1, n)]
+    return float(np.mean(values)) if values else 0.0
+
+
+def top_k_pooling(x, p, k):
+    """gPool (Gao and Ji 2019, Eq. 2) on one set `x` `(N, d)`.
+
+    Returns the k kept vectors gated by sigmoid of their score, in
+    decreasing order of score, and the scores of all vectors.
+    """
+    y = x @ p / np.linalg.norm(p)
+    idx = np.argsort(-y, kind="stable")[:k]
+    return x[idx] * sigmoid(y[idx])[:, None], y
+
+
+def compact_bilinear(x, y, hashes, signs, dim, normalize=True):
+    """Count sketches of x and y, circularly convolved via the FFT."""
+
+    def sketch(v, h, s):
+        out = np.zeros((len(v), dim))
+        for i in range(v.shape[1]):
+            out[:, h[i]] += s[i] * v[:, i]
+        return out
+
+    fx = np.fft.rfft(sketch(x, hashes[0], signs[0]), n=dim)
+    fy = np.fft.rfft(sketch(y, hashes[1], signs[1]), n=dim)
+    out = np.fft.irfft(fx * fy, n=dim)
+    if normalize:  # signed square root, then L2 normalization
+        out = np.sign(out) * np.sqrt(np.abs(out))
+        out = out / np.linalg.norm(out, axis=-1, keepdims=True)
+    return out
+
+
+def feature_attention(b, kernel):
+    return softmax(b * (b @ kernel)) * b
+
+
+def batch_norm_inference(x, gamma, beta, mean, var, eps=1e-3):
+    return gamma * (x - mean) / np.sqrt(var + eps) + beta
+
+
+def dual_memory_forward(x_a, x_t, memory_a, memory_t, p, noise=(None, None)):
+    """The layer's output `x_f` (Eq. 1-3) with weights `p` (a dict).
+
+    `noise[0]` is the Gumbel noise of the read of `M_a`, `noise[1]` of
+    `M_t`. Batch normalization in inference mode.
+    """
+    x_ta, z_a, tau_a = gumbel_read(x_t, memory_a, *p["temperature_a"], noise[0])
+    x_at, z_t, tau_t = gumbel_read(x_a, memory_t, *p["temperature_t"], noise[1])
+    p_1 = compact_bilinear(x_a, x_at, p["hashes"], p["signs"], p["dim"])  # Eq. 3
+    p_2 = compact_bilinear(x_ta, x_t, p["hashes"], p["signs"], p["dim"])  # Eq. 3
+    a_1 = feature_attention(p_1, p["attention_1"]) * p["dim"]  # rescaled
+    a_2 = feature_attention(p_2, p["attention_2"]) * p["dim"]
+    f_1 = batch_norm_inference(a_1, *p["bn_1"])
+    f_2 = batch_norm_inference(a_2, *p["bn_2"])
+    return (f_1 + f_2) / 2, (z_a, z_t), (tau_a, tau_t)

@@ -1,0 +1,63 @@
+import numpy as np
+from dual_memory_reference import top_k_pooling
+from keras import ops
+
+from mmfusion_keras.layers import TopKPooling
+from mmfusion_keras.testing import assert_raises_with_message
+from mmfusion_keras.testing import run_layer_conformance
+
+
+def _errors():
+    x = np.ones((2, 3, 4), "float32")
+    return [
+        (
+            "k",
+            lambda: TopKPooling(k=0),
+            r"argument `k`, expected a positive integer. Received: k=0",
+        ),
+        (
+            "rank",
+            lambda: TopKPooling(k=2)(np.ones((2, 4), "float32")),
+            r"TopKPooling.*\(batch, N, d\).*Received shape \(2, 4\)",
+        ),
+        (
+            "k > N",
+            lambda: TopKPooling(k=4)(x),
+            r"TopKPooling.*k=4.*at least k vectors.*Received N=3",
+        ),
+    ]
+
+
+def test_conformance():
+    run_layer_conformance(
+        TopKPooling,
+        {"k": 2},
+        (None, 5, 3),
+        expected_output_shape=(None, 2, 3),
+        expected_num_trainable_weights=1,
+        expected_num_non_trainable_weights=0,
+        error_cases=_errors(),
+    )
+
+
+def test_matches_numpy_reference():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 7, 4)).astype("float32")
+    layer = TopKPooling(k=3)
+    layer.build(x.shape)
+    p = rng.standard_normal(4).astype("float32")
+    layer.kernel.assign(p)
+    out, scores, indices = layer(x, return_scores=True)
+    for b in range(3):
+        ref_out, ref_scores = top_k_pooling(x[b].astype("float64"), p, 3)
+        np.testing.assert_allclose(ops.convert_to_numpy(out)[b], ref_out, atol=1e-5)
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(scores)[b], ref_scores, atol=1e-5
+        )
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(indices)[b], np.argsort(-ref_scores)[:3]
+        )
+
+
+def test_invalid_k_type_message():
+    assert_raises_with_message(lambda: TopKPooling(k=2.5), r"Received: k=2.5")
