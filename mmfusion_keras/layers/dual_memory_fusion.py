@@ -65,8 +65,9 @@ class DualMemoryFusion(BaseFusion):
     batch's embeddings are stacked along the slot axis (`(n + m) x d`),
     passed through one transformer encoder block (multi-head self-attention
     and a feed-forward network, post-norm, over the `n + m` vectors), and
-    `TopKPooling` keeps the `k = n` best-scoring vectors, gated by the
-    sigmoid of their scores. The result is the new memory `M'`. It feeds
+    `TopKPooling` selects the `k = n` best-scoring vectors (a SoftSort
+    relaxation of the selection, so its scorer learns from Eq. 4), gated by
+    the sigmoid of their scores. The result is the new memory `M'`. It feeds
     the similarity loss of this step (Eq. 4),
 
         L_mem = sum_{l in {a, t}} mean_{i < j} cos(M'_l(i), M'_l(j)),
@@ -104,7 +105,8 @@ class DualMemoryFusion(BaseFusion):
       same memory for the next step.
     - The paper does not describe the transformer block or the top-k
       pooling further; the block is a standard post-norm encoder layer and
-      the pooling is gPool (Gao and Ji 2019), see `TopKPooling`.
+      the pooling is gPool (Gao and Ji 2019) with a SoftSort selection
+      (Prillo and Eisenschlos 2020, temperature 1), see `TopKPooling`.
     - Composer scale: `FeatureSelfAttention` returns `alpha * b` with
       softmax weights that average `1 / D` (`D = output_dim`), so the
       attended vector is about `D` times smaller than the pooled one and

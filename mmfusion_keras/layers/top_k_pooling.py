@@ -4,23 +4,38 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="mmfusion_keras")
 class TopKPooling(keras.layers.Layer):
-    """Differentiable top-k pooling of a set of vectors (gPool).
+    """Differentiable top-k pooling of a set of vectors (gPool + SoftSort).
 
-    Scores every vector of a set with a learned projection, keeps the `k`
-    best-scoring vectors and gates each kept vector by the sigmoid of its
-    score. The selection itself is not differentiable, but the gate is, so
-    the projection `p` receives gradients through the kept vectors:
+    Scores every vector of a set with a learned projection, selects the `k`
+    best-scoring vectors and gates each selected vector by the sigmoid of
+    its score. With `temperature > 0` (the default) the selection itself is
+    relaxed with SoftSort, so the projection `p` also receives gradients
+    through which vectors are selected, not only through the gates:
 
-        y = X p / ||p||                  one score per vector     (Eq. 2)
-        idx = top_k(y, k)                indices of the k best    (Eq. 2)
-        X' = X[idx] * sigmoid(y[idx])    gate the kept vectors    (Eq. 2)
+        y = X p / ||p||                  one score per vector     (gPool Eq. 2)
+        v = top_k(y, k)                  the k best scores, sorted descending
+        P_ij = softmax_j(-|v_i - y_j| / tau)    (k x N)          (SoftSort)
+        X' = sigmoid(v) * (P X)          gate the selected rows   (gPool Eq. 2)
 
-    The kept vectors are returned in decreasing order of their score.
+    As `tau -> 0`, `P` becomes the one-hot rows of the top-k indices and
+    `X'` the hard gPool output `X[idx] * sigmoid(y[idx])`; `temperature=0`
+    computes that hard output exactly (the selection then gets no gradient,
+    only the gates do). The scores are normalized by `||p||`, so they are on
+    the scale of the inputs' projections (about unit scale for normalized
+    inputs) and `tau` is in the same units: differences of scores much
+    smaller than `tau` are blurred together, much larger ones are not.
+
+    The rows are returned in decreasing order of their score.
     Dual Memory Fusion uses it to shrink a memory expanded with a batch of
-    embeddings (`n + m` vectors) back to `n` slots.
+    embeddings (`n + m` vectors) back to `n` slots. Its only loss there
+    (Eq. 4, a cosine similarity) is invariant to the sigmoid gates, so the
+    soft selection is what lets the scorer learn.
 
     Args:
         k: positive int, the number of vectors kept.
+        temperature: non-negative float, the SoftSort temperature `tau`.
+            Default 1.0. `0` gives the hard gPool selection (the kept
+            vectors themselves, no gradient through the selection).
         kernel_initializer: initializer of the projection `p`. Default
             "glorot_uniform".
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
@@ -28,7 +43,9 @@ class TopKPooling(keras.layers.Layer):
     Call arguments:
         inputs: tensor of shape `(batch, N, d)` with `N >= k`.
         return_scores: bool; also return the scores `y` of all `N` vectors
-            `(batch, N)` and the kept indices `(batch, k)`. Default False.
+            `(batch, N)` and the indices `(batch, k)` of the k best scores
+            (the hard selection, where each soft row is centred). Default
+            False.
 
     Returns:
         `(batch, k, d)`, or `(outputs, scores, indices)` with
@@ -44,19 +61,36 @@ class TopKPooling(keras.layers.Layer):
 
     Reference:
         Gao, Ji, "Graph U-Nets", ICML 2019, section 3.2, Eq. 2 (the gPool
-        layer, without the graph's adjacency part). Used as the "differentiable
-        Top-K pooling" of Priyasad et al., "Dual Memory Fusion for Multimodal
+        layer, without the graph's adjacency part), with the selection
+        relaxed by Prillo, Eisenschlos, "SoftSort: A Continuous Relaxation
+        for the argsort Operator", ICML 2020 (section 3, `|.|` distance,
+        restricted to the first k rows). Used as the "differentiable Top-K
+        pooling" of Priyasad et al., "Dual Memory Fusion for Multimodal
         Speech Emotion Recognition", Interspeech 2023, section 2.2.
     """
 
-    def __init__(self, k, kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(
+        self, k, temperature=1.0, kernel_initializer="glorot_uniform", **kwargs
+    ):
         super().__init__(**kwargs)
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(
                 "Received an invalid value for argument `k`, expected a "
                 f"positive integer. Received: k={k}"
             )
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not temperature >= 0
+            or temperature == float("inf")
+        ):
+            raise ValueError(
+                "Received an invalid value for argument `temperature`, "
+                "expected a non-negative finite number (0 for the hard "
+                f"selection). Received: temperature={temperature}"
+            )
         self.k = k
+        self.temperature = float(temperature)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _describe(self):
@@ -91,9 +125,16 @@ class TopKPooling(keras.layers.Layer):
         norm = ops.sqrt(ops.sum(ops.square(kernel)) + 1e-12)
         scores = ops.einsum("bnd,d->bn", inputs, kernel) / norm  # Eq. 2: y
         top_scores, indices = ops.top_k(scores, self.k)  # Eq. 2: idx
-        # Gather as a product with one-hot rows: differentiable in `inputs`
-        # and the same on every backend.
-        selection = ops.one_hot(indices, ops.shape(inputs)[1], dtype=inputs.dtype)
+        if self.temperature > 0:
+            # SoftSort rows: P_ij = softmax_j(-|v_i - y_j| / tau), (b, k, N).
+            distances = ops.abs(
+                ops.expand_dims(top_scores, -1) - ops.expand_dims(scores, 1)
+            )
+            selection = ops.softmax(-distances / self.temperature, axis=-1)
+        else:
+            # Hard gather as a product with one-hot rows: differentiable in
+            # `inputs` and the same on every backend.
+            selection = ops.one_hot(indices, ops.shape(inputs)[1], dtype=inputs.dtype)
         kept = ops.matmul(selection, inputs)  # (batch, k, d)
         outputs = kept * ops.expand_dims(ops.sigmoid(top_scores), -1)  # Eq. 2
         if return_scores:
@@ -119,6 +160,7 @@ class TopKPooling(keras.layers.Layer):
         return {
             **super().get_config(),
             "k": self.k,
+            "temperature": self.temperature,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
 

@@ -34,15 +34,27 @@ def mean_pairwise_cosine(memory):
     return float(np.mean(values)) if values else 0.0
 
 
-def top_k_pooling(x, p, k):
+def top_k_pooling(x, p, k, temperature=0.0):
     """gPool (Gao and Ji 2019, Eq. 2) on one set `x` `(N, d)`.
 
-    Returns the k kept vectors gated by sigmoid of their score, in
-    decreasing order of score, and the scores of all vectors.
+    `temperature=0`: the k kept vectors gated by sigmoid of their score, in
+    decreasing order of score. `temperature > 0`: SoftSort (Prillo and
+    Eisenschlos 2020) rows `P_ij = softmax_j(-|v_i - y_j| / tau)` over the
+    k best scores `v`, written as explicit loops, then `sigmoid(v_i) P_i x`.
+    Returns the output `(k, d)` and the scores of all vectors.
     """
     y = x @ p / np.linalg.norm(p)
     idx = np.argsort(-y, kind="stable")[:k]
-    return x[idx] * sigmoid(y[idx])[:, None], y
+    if temperature == 0:
+        return x[idx] * sigmoid(y[idx])[:, None], y
+    out = np.zeros((k, x.shape[1]))
+    for i in range(k):
+        v = y[idx[i]]
+        logits = np.array([-abs(v - y[j]) / temperature for j in range(len(y))])
+        weights = np.exp(logits - logits.max())
+        weights /= weights.sum()
+        out[i] = sigmoid(v) * sum(weights[j] * x[j] for j in range(len(y)))
+    return out, y
 
 
 def compact_bilinear(x, y, hashes, signs, dim, normalize=True):

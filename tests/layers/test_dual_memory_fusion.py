@@ -82,7 +82,8 @@ def test_conformance():
     # signs of the pooling (4), moving statistics (4), the two memories.
     # The writer learns only from the Eq. 4 loss, which the conformance
     # gradient probe (output only) does not see: gradients are checked in
-    # test_one_fit_step_trains_every_sub_module.
+    # test_one_fit_step_trains_every_sub_module and
+    # test_top_k_scorer_learns_from_similarity_loss.
     run_layer_conformance(
         DualMemoryFusion,
         {**SMALL, "seed": 1},
@@ -230,13 +231,30 @@ def test_one_fit_step_trains_every_sub_module():
         "text_writer_norm_2",
     ):
         assert any(sub in p and c for p, c in changed.items()), sub
-    # The top-k scorer's gate scales whole slots, and the cosine of Eq. 4
-    # is scale invariant: within a step the scorer gets no gradient (see
-    # the layer's docstring); an attention key bias never gets one (the
-    # softmax ignores a constant per query).
+    # Every weight moves, the top-k scorers included (their SoftSort
+    # selection is differentiable); an attention key bias never gets a
+    # gradient (the softmax ignores a constant per query).
     for p, c in changed.items():
-        if "top_k" not in p and "key/bias" not in p:
+        if "key/bias" not in p:
             assert c, f"{p} did not change"
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_top_k_scorer_learns_from_similarity_loss(weight):
+    # The writer's output reaches the step's loss only through Eq. 4 (the
+    # memory is assigned without gradient), so the scorer kernels move in a
+    # fit step exactly when the Eq. 4 loss is on.
+    model, fusion = _model(similarity_loss_weight=weight)
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    scorers = [writer[-1].kernel for writer in fusion.writers]
+    before = [np_(k) for k in scorers]
+    model.fit([A, T], np.arange(5) % 3, batch_size=5, epochs=1, verbose=0)
+    for kernel, b in zip(scorers, before):
+        moved = np.abs(np_(kernel) - b).max()
+        if weight:
+            assert moved > 1e-6, kernel.path
+        else:
+            assert moved == 0.0, kernel.path
 
 
 @pytest.mark.parametrize("jit_compile", [False, "auto"])

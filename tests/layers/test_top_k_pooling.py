@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from dual_memory_reference import top_k_pooling
 from keras import ops
 
@@ -14,6 +15,12 @@ def _errors():
             "k",
             lambda: TopKPooling(k=0),
             r"argument `k`, expected a positive integer. Received: k=0",
+        ),
+        (
+            "temperature",
+            lambda: TopKPooling(k=2, temperature=-1.0),
+            r"argument `temperature`, expected a non-negative finite number.*"
+            r"Received: temperature=-1.0",
         ),
         (
             "rank",
@@ -40,16 +47,19 @@ def test_conformance():
     )
 
 
-def test_matches_numpy_reference():
+@pytest.mark.parametrize("temperature", [0.0, 0.5, 1.0])
+def test_matches_numpy_reference(temperature):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 7, 4)).astype("float32")
-    layer = TopKPooling(k=3)
+    layer = TopKPooling(k=3, temperature=temperature)
     layer.build(x.shape)
     p = rng.standard_normal(4).astype("float32")
     layer.kernel.assign(p)
     out, scores, indices = layer(x, return_scores=True)
     for b in range(3):
-        ref_out, ref_scores = top_k_pooling(x[b].astype("float64"), p, 3)
+        ref_out, ref_scores = top_k_pooling(
+            x[b].astype("float64"), p.astype("float64"), 3, temperature
+        )
         np.testing.assert_allclose(ops.convert_to_numpy(out)[b], ref_out, atol=1e-5)
         np.testing.assert_allclose(
             ops.convert_to_numpy(scores)[b], ref_scores, atol=1e-5
@@ -57,6 +67,28 @@ def test_matches_numpy_reference():
         np.testing.assert_array_equal(
             ops.convert_to_numpy(indices)[b], np.argsort(-ref_scores)[:3]
         )
+
+
+def test_small_temperature_tends_to_hard_selection():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 6, 4)).astype("float32")
+    p = rng.standard_normal(4).astype("float32")
+    outs = {}
+    for temperature in (0.0, 1e-3, 1.0):
+        layer = TopKPooling(k=3, temperature=temperature)
+        layer.build(x.shape)
+        layer.kernel.assign(p)
+        outs[temperature] = ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(outs[1e-3], outs[0.0], atol=1e-5)
+    assert not np.allclose(outs[1.0], outs[0.0], atol=1e-3)
+
+
+def test_temperature_in_config():
+    layer = TopKPooling(k=2, temperature=0.25)
+    config = layer.get_config()
+    assert config["temperature"] == 0.25
+    assert TopKPooling.from_config(config).temperature == 0.25
+    assert TopKPooling(k=2).temperature == 1.0
 
 
 def test_invalid_k_type_message():
