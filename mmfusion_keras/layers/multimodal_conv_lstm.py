@@ -249,23 +249,15 @@ class MultimodalConvLSTM(keras.layers.Layer):
         return output_mask
 
     def get_config(self):
-        cell = self.cell
+        # The cell's own arguments, without its Layer base keys.
+        cell_config = {
+            k: v
+            for k, v in self.cell.get_config().items()
+            if k not in ("name", "trainable", "dtype")
+        }
         return {
             **super().get_config(),
-            "filters": cell.filters,
-            "kernel_size": cell.kernel_size,
-            "padding": cell.padding,
-            "activation": keras.activations.serialize(cell.activation),
-            "recurrent_activation": keras.activations.serialize(
-                cell.recurrent_activation
-            ),
-            "use_bias": cell.use_bias,
-            "unit_forget_bias": cell.unit_forget_bias,
-            "kernel_initializer": keras.initializers.serialize(cell.kernel_initializer),
-            "recurrent_initializer": keras.initializers.serialize(
-                cell.recurrent_initializer
-            ),
-            "bias_initializer": keras.initializers.serialize(cell.bias_initializer),
+            **cell_config,
             "return_sequences": self.return_sequences,
             "return_state": self.return_state,
             "go_backwards": self.go_backwards,
