@@ -14,7 +14,15 @@ from mmfusion_keras import models
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("datasets", "losses", "search", "testing", "inspection", "tasks")
+_LAZY_SUBMODULES = (
+    "callbacks",
+    "datasets",
+    "inspection",
+    "losses",
+    "search",
+    "tasks",
+    "testing",
+)
 
 
 def __getattr__(name):

@@ -1,6 +1,7 @@
 """Look inside the memory layers of a trained model, without changing it."""
 
 import keras
+import numpy as np
 
 
 def find_memory_layers(model):
@@ -61,3 +62,186 @@ def inspect_fusion(model, inputs, layer_name=None):
     report = layer.inspect(list(fusion_inputs))
     report["layer"] = layer.name
     return report
+
+
+def memory_health(memory, read_weights=None, threshold=0.99):
+    """How much of a memory is alive: distinct slots, rank, read entropy, norms.
+
+    One definition used everywhere (the training callback, `mmfusion train`'s
+    model card, the demo app, the experiments), so that "the memory
+    collapsed" means the same thing in every report.
+
+    * **distinct slots**: slots with no *other* slot at cosine similarity
+      above `threshold` (0.99). All slots identical gives 0; all orthogonal
+      gives `k`; half of the slots duplicated (each duplicate pair at cosine
+      1) gives `k / 2` fewer. A zero slot (norm 0) has cosine 0 to everything.
+    * **effective rank** (Roy & Vetterli 2007): `exp(H(p))` with `p` the
+      singular values of the memory normalized to sum to 1; 1 for a memory
+      of one repeated vector, `min(k, l)` for orthogonal slots of equal norm.
+    * **read entropy** (if `read_weights` is given): the mean over inputs of
+      `H(z) / log(k)`, 1 for uniform reads, 0 for one-hot reads.
+    * **slot norms**: the L2 norm of each slot.
+
+    Args:
+        memory: array `(k, l)`, one memory (slots in rows).
+        read_weights: optional array `(batch, k)`, read weights over the
+            slots for some inputs (rows sum to 1).
+        threshold: cosine similarity above which two slots count as the
+            same.
+
+    Returns:
+        dict with `slots` (k), `distinct_slots`, `distinct_fraction`,
+        `effective_rank`, `read_entropy` (None without `read_weights`),
+        `slot_norms` (array `(k,)`), `norm_min`, `norm_mean`, `norm_max`,
+        and `finite` (False if the memory holds NaN or inf; the other
+        figures are then computed on the finite slots only).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mmfusion_keras.inspection import memory_health
+    >>> memory_health(np.ones((4, 3)))["distinct_slots"]
+    0
+    >>> memory_health(np.eye(4))["distinct_slots"]
+    4
+    """
+    memory = np.asarray(memory, dtype="float64")
+    if memory.ndim != 2:
+        raise ValueError(
+            "memory_health expects one memory of shape (slots, width). "
+            f"Received: shape={memory.shape}"
+        )
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(
+            f"Received an invalid value for argument `threshold`, expected a "
+            f"number in (0, 1]. Received: threshold={threshold}"
+        )
+    k = memory.shape[0]
+    finite_rows = np.all(np.isfinite(memory), axis=1)
+    finite = bool(finite_rows.all())
+    m = memory[finite_rows]
+    norms = np.full((k,), np.nan)
+    norms[finite_rows] = np.linalg.norm(m, axis=1)
+    if len(m):
+        safe = np.where(norms[finite_rows] > 0, norms[finite_rows], 1.0)
+        unit = m / safe[:, None]
+        cosine = unit @ unit.T
+        np.fill_diagonal(cosine, -np.inf)
+        duplicated = (
+            (cosine > threshold).any(axis=1) if len(m) > 1 else np.zeros(1, bool)
+        )
+        distinct = int(np.sum(~duplicated))
+        singular = np.linalg.svd(m, compute_uv=False)
+        total = singular.sum()
+        if total > 0:
+            p = singular / total
+            p = p[p > 0]
+            effective_rank = float(np.exp(-np.sum(p * np.log(p))))
+        else:
+            effective_rank = 0.0
+    else:
+        distinct, effective_rank = 0, 0.0
+    entropy = None
+    if read_weights is not None:
+        z = np.asarray(read_weights, dtype="float64")
+        if z.ndim != 2 or z.shape[-1] != k:
+            raise ValueError(
+                f"memory_health expects read weights of shape (batch, {k}) for "
+                f"a memory of {k} slots. Received: shape={z.shape}"
+            )
+        if k > 1:
+            z = np.clip(z, 1e-12, 1.0)
+            entropy = float(np.mean(-np.sum(z * np.log(z), axis=-1)) / np.log(k))
+        else:
+            entropy = 0.0
+    finite_norms = norms[np.isfinite(norms)]
+    return {
+        "slots": int(k),
+        "distinct_slots": distinct,
+        "distinct_fraction": distinct / k if k else 0.0,
+        "effective_rank": effective_rank,
+        "read_entropy": entropy,
+        "slot_norms": norms,
+        "norm_min": float(finite_norms.min()) if finite_norms.size else float("nan"),
+        "norm_mean": float(finite_norms.mean()) if finite_norms.size else float("nan"),
+        "norm_max": float(finite_norms.max()) if finite_norms.size else float("nan"),
+        "finite": finite,
+    }
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def model_memory_health(model, inputs=None, threshold=0.99):
+    """`memory_health` of every memory of every memory layer of `model`.
+
+    Args:
+        model: a model containing layers with `inspect()` and `memories`
+            (`MemoryBasedAttentiveFusion`, `DualMemoryFusion`).
+        inputs: optional model inputs (as for `predict`); with them the
+            read entropy is measured on these inputs (inference mode, the
+            memory is not written).
+        threshold: see `memory_health`.
+
+    Returns:
+        A list with one dict per memory: the `memory_health` figures plus
+        `layer` (the layer's name), `memory` (index of the memory in the
+        layer's `memories`) and `name` (`"<layer>"` or
+        `"<layer>/<index>"` when the layer has several memories).
+    """
+    reports = []
+    for layer in find_memory_layers(model):
+        memories = [keras.ops.convert_to_numpy(m) for m in layer.memories]
+        reads = [None] * len(memories)
+        if inputs is not None:
+            encoder = keras.Model(model.inputs, layer.input)
+            fusion_inputs = encoder.predict(inputs, verbose=0)
+            report = layer.inspect(list(fusion_inputs))
+            reads = _as_list(report["read_weights"])
+            # MBAF's per-modality memories: one read per memory; a fused
+            # memory: one read for its one memory.
+            if len(reads) != len(memories):
+                reads = [None] * len(memories)
+        for j, (memory, read) in enumerate(zip(memories, reads)):
+            health = memory_health(memory, read, threshold=threshold)
+            health["layer"] = layer.name
+            health["memory"] = j
+            health["name"] = layer.name if len(memories) == 1 else f"{layer.name}/{j}"
+            reports.append(health)
+    return reports
+
+
+def describe_memory_health(health):
+    """One line for a `memory_health` dict, with a warning on collapse.
+
+    Example: ``"fusion: 29 of 30 slots identical to another slot (1
+    distinct), effective rank 1.3, read entropy 1.00 of uniform:
+    COLLAPSED"``.
+    """
+    name = health.get("name", "memory")
+    k, distinct = health["slots"], health["distinct_slots"]
+    text = f"{name}: {distinct} of {k} slots distinct"
+    if distinct < k:
+        text += f" ({k - distinct} identical to another slot)"
+    text += f", effective rank {health['effective_rank']:.1f}"
+    if health.get("read_entropy") is not None:
+        text += f", read entropy {health['read_entropy']:.2f} of uniform"
+    if not health.get("finite", True):
+        text += ": NOT FINITE"
+    elif memory_is_collapsed(health):
+        text += ": COLLAPSED" if distinct <= 1 else ": PARTLY COLLAPSED"
+    return text
+
+
+def memory_is_collapsed(health, min_distinct_fraction=0.8, max_read_entropy=0.8):
+    """True when a memory fails the library's health bar.
+
+    The bar (issue #13's acceptance): at least 80% of the slots distinct,
+    and, when read weights were measured, a mean read entropy of at most
+    0.8 of uniform.
+    """
+    if health["distinct_fraction"] < min_distinct_fraction:
+        return True
+    entropy = health.get("read_entropy")
+    return entropy is not None and entropy > max_read_entropy
