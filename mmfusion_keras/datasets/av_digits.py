@@ -124,6 +124,50 @@ def add_white_noise(x, snr_db, rng, axis=None, signal_power=None):
     return (x + noise).astype(dtype)
 
 
+NOISE_ORDERS = ("before_padding", "after_padding")
+SNR_CONVENTIONS = ("power", "amplitude")
+
+
+def snr_ratio_to_db(ratio, convention="power"):
+    """Converts a linear SNR (as Barnum et al. quote them) to decibels.
+
+    Barnum et al. give SNRs as plain ratios (audio 0.5, visual 0.25, ...)
+    and do not say of what. Read as a ratio of **powers** (the default,
+    `convention="power"`), 0.5 is `10 * log10(0.5) = -3.01` dB; read as a
+    ratio of **amplitudes** (RMS values, `convention="amplitude"`), it is
+    `20 * log10(0.5) = -6.02` dB. In decibels the two agree: every
+    `*_snr_db` argument of this module is `10 * log10(P_signal / P_noise)`.
+
+    Args:
+        ratio: the linear SNR, a positive number.
+        convention: `"power"` or `"amplitude"`.
+
+    Returns:
+        The SNR in dB, a float.
+
+    Example:
+
+    >>> round(snr_ratio_to_db(0.5), 2), round(snr_ratio_to_db(0.5, "amplitude"), 2)
+    (-3.01, -6.02)
+    """
+    if convention not in SNR_CONVENTIONS:
+        raise ValueError(
+            "snr_ratio_to_db received an unknown `convention`. Expected one of "
+            f"{SNR_CONVENTIONS}. Received: convention={convention!r}"
+        )
+    if (
+        isinstance(ratio, bool)
+        or not isinstance(ratio, numbers.Real)
+        or not np.isfinite(ratio)
+        or ratio <= 0
+    ):
+        raise ValueError(
+            "snr_ratio_to_db expected `ratio` to be a positive finite number "
+            f"(a linear SNR such as 0.5). Received: ratio={ratio!r}"
+        )
+    return (10.0 if convention == "power" else 20.0) * float(np.log10(ratio))
+
+
 def audio_features(waveforms, features, batch_size=256):
     """Turns `(N, samples)` float32 waveforms into the requested features.
 
@@ -253,17 +297,25 @@ def load_av_digits(
     features="waveform",
     seed=0,
     max_examples=None,
+    noise_order="before_padding",
 ):
     """Loads one split of AV-Digits, optionally with white noise.
 
     Audio: each clip is placed at the end of a 1 s window (front padding
     with zeros, as Barnum et al. front-pad their audio). With
-    `audio_snr_db`, noise fills the whole window and the SNR is measured
-    against the power of the clip itself (not of the padded window), so a
-    given SNR means the same for short and long words. (Barnum et al. add
-    noise before padding; noise over the whole window instead keeps the
-    word's length from being read off the silence.) Noise is added to the
-    waveform before the spectrogram, as in the paper.
+    `audio_snr_db`, by default (`noise_order="before_padding"`, the
+    paper's order, Appendix A.3: "We then augmented the data by adding
+    white noise ... We then front padded each audio input") the noise is
+    added to the clip, scaled so that the clip's SNR is exactly
+    `audio_snr_db` (`10 * log10(P_clip / P_noise)` over the clip's own
+    samples), and the clip is then front-padded with exact zeros. With
+    `noise_order="after_padding"` (this loader's earlier behaviour) noise
+    is drawn i.i.d. over the whole 1 s window with the clip's power as the
+    reference, so the padded frames are noise too and the SNR holds in
+    expectation. Noise is always added to the waveform before the
+    spectrogram, as in the paper. To pass the paper's linear SNRs (0.5,
+    0.25, ...) convert them with `snr_ratio_to_db` and say which
+    convention you chose (power ratios by default).
 
     Images: `digits.images / 16` in [0, 1] when `image_snr_db` is None;
     with noise the values leave [0, 1] (not clipped). The SNR uses each
@@ -287,6 +339,8 @@ def load_av_digits(
         seed: seed of the noise.
         max_examples: keep only the first `max_examples` examples (the
             stored order is shuffled), e.g. for quick tests.
+        noise_order: `"before_padding"` (default, the paper's order) or
+            `"after_padding"` (noise over the whole padded window).
 
     Returns:
         A `MultimodalDataset` with `inputs = {"image": (N, 8, 8, 1) float32,
@@ -323,6 +377,11 @@ def load_av_digits(
     _check_snr(audio_snr_db, "audio_snr_db", fn)
     _check_snr(image_snr_db, "image_snr_db", fn)
     _check_max_examples(max_examples, fn)
+    if noise_order not in NOISE_ORDERS:
+        raise ValueError(
+            f"{fn} received an unknown `noise_order`. Expected one of "
+            f"{NOISE_ORDERS}. Received: noise_order={noise_order!r}"
+        )
 
     metadata = _read_json("av_digits", "metadata.json")
     index = _read_json("av_digits", "index.json")
@@ -361,13 +420,20 @@ def load_av_digits(
     audio_all = _read_split_audio("av_digits", split)
     wave = np.zeros((n, NUM_SAMPLES), np.float32)
     power = np.zeros((n, 1), np.float64)
-    for i, c in enumerate(clip_of):
-        clip = audio_all[offsets[c] : offsets[c] + lengths[c]].astype(np.float32)
-        clip /= 32768.0
-        wave[i, NUM_SAMPLES - len(clip) :] = clip
-        power[i] = np.mean(np.square(clip, dtype=np.float64))
+    noisy_clips = audio_snr_db is not None and noise_order == "before_padding"
     if audio_snr_db is not None:
         rng = np.random.default_rng([seed, SPLITS.index(split), 1])
+    for i, c in enumerate(clip_of):
+        clip = audio_all[offsets[c] : offsets[c] + lengths[c]].astype(np.float64)
+        clip /= 32768.0
+        power[i] = np.mean(np.square(clip))
+        if noisy_clips and np.isfinite(audio_snr_db):
+            # A.3: noise on the clip (exact SNR over its samples), then padding.
+            noise = rng.standard_normal(len(clip))
+            target = power[i, 0] / 10.0 ** (audio_snr_db / 10)
+            clip = clip + noise * np.sqrt(target / np.mean(np.square(noise)))
+        wave[i, NUM_SAMPLES - len(clip) :] = clip
+    if audio_snr_db is not None and not noisy_clips:
         wave = add_white_noise(wave, audio_snr_db, rng, signal_power=power)
     audio = audio_features(wave, features)
 
@@ -382,6 +448,9 @@ def load_av_digits(
         "feature_shape": FEATURE_SHAPES[features],
         "feature_config": {"mel": MEL_CONFIG, "stft": STFT_CONFIG}.get(features),
         "audio_padding": "front",
+        "noise_order": noise_order,
+        "snr_definition": "10 * log10(P_signal / P_noise), signal power of "
+        "the clip (audio) or image",
         "audio_snr_db": audio_snr_db,
         "image_snr_db": image_snr_db,
         "seed": seed,

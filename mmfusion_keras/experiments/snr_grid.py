@@ -74,9 +74,16 @@ def snr_label(snr):
     return "orig" if snr is None else f"{snr:g}"
 
 
-def snr_db(snr):
-    """Linear power ratio -> dB for `load_av_digits` (None stays None)."""
-    return None if snr is None else 10.0 * math.log10(snr)
+def snr_db(snr, convention="power"):
+    """Linear ratio -> dB for `load_av_digits` (None stays None).
+
+    `convention="power"` reads the paper's ratios as power ratios (0.5 ->
+    -3.01 dB), `"amplitude"` as amplitude ratios (0.5 -> -6.02 dB); see
+    `mmfusion_keras.datasets.av_digits.snr_ratio_to_db`.
+    """
+    from mmfusion_keras.datasets.av_digits import snr_ratio_to_db
+
+    return None if snr is None else snr_ratio_to_db(snr, convention)
 
 
 def parse_variant(name):
@@ -137,6 +144,20 @@ def add_arguments(parser):
         help="the paper's sizes (64 units, Dense 128) instead of the small "
         f"defaults {SMALL_SIZES}",
     )
+    parser.add_argument(
+        "--snr-convention",
+        choices=("power", "amplitude"),
+        default="power",
+        help="how the linear SNRs are read: power ratios (0.5 = -3.01 dB, "
+        "default) or amplitude ratios (0.5 = -6.02 dB); the paper does not say",
+    )
+    parser.add_argument(
+        "--noise-order",
+        choices=("before_padding", "after_padding"),
+        default="before_padding",
+        help="audio noise on the clip before front padding (the paper's "
+        "order, default) or over the whole padded window",
+    )
     parser.add_argument("--units", type=int, default=None, help="overrides the size")
     parser.add_argument("--dense-units", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=4)
@@ -172,20 +193,21 @@ def _log(args, message):
         print(message, flush=True)
 
 
-def _load(split, audio_snr, image_snr, seed, max_examples):
+def _load(split, audio_snr, image_snr, seed, max_examples, noise):
     from mmfusion_keras.datasets.av_digits import load_av_digits
 
     return load_av_digits(
         split,
-        audio_snr_db=snr_db(audio_snr),
-        image_snr_db=snr_db(image_snr),
+        audio_snr_db=snr_db(audio_snr, noise["convention"]),
+        image_snr_db=snr_db(image_snr, noise["convention"]),
         features="stft",
         seed=seed,
         max_examples=max_examples,
+        noise_order=noise["order"],
     )
 
 
-def _test_inputs(audio_snrs, image_snrs, seed, max_examples):
+def _test_inputs(audio_snrs, image_snrs, seed, max_examples, noise):
     """Test inputs per SNR, loaded once per audio SNR and per image SNR.
 
     Image and audio noise come from independent generators, so the image
@@ -195,7 +217,7 @@ def _test_inputs(audio_snrs, image_snrs, seed, max_examples):
     audio = {}
     labels = None
     for a in audio_snrs:
-        ds = _load("test", a, None, seed, max_examples)
+        ds = _load("test", a, None, seed, max_examples, noise)
         audio[a] = ds.inputs["audio"]
         labels = ds.labels
     images = {}
@@ -204,7 +226,7 @@ def _test_inputs(audio_snrs, image_snrs, seed, max_examples):
     for v in image_snrs:
         ds = load_av_digits(
             "test",
-            image_snr_db=snr_db(v),
+            image_snr_db=snr_db(v, noise["convention"]),
             features="waveform",
             seed=seed,
             max_examples=max_examples,
@@ -254,10 +276,11 @@ def run(args):
     os.makedirs(args.output, exist_ok=True)
 
     _log(args, f"snr-grid: loading data (backend {keras.config.backend()})")
-    train_ds = _load("train", train[0], train[1], args.seed, args.max_train)
+    noise = {"convention": args.snr_convention, "order": args.noise_order}
+    train_ds = _load("train", train[0], train[1], args.seed, args.max_train, noise)
     x_train, y_train = train_ds.inputs, train_ds.labels
     test_audio, test_images, y_test = _test_inputs(
-        audio_snrs, image_snrs, args.seed, args.max_test
+        audio_snrs, image_snrs, args.seed, args.max_test, noise
     )
     if args.last_frames is not None:
         x_train = {**x_train, "audio": x_train["audio"][:, -args.last_frames :]}
@@ -349,6 +372,8 @@ def run(args):
         "seed": args.seed,
         "variants": variants,
         "train_snr": [snr_label(s) for s in train],
+        "snr_convention": args.snr_convention,
+        "noise_order": args.noise_order,
         "audio_snrs": [snr_label(s) for s in audio_snrs],
         "image_snrs": [snr_label(s) for s in image_snrs],
         "sizes": sizes,

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from mmfusion_keras.datasets import av_digits
+from mmfusion_keras.datasets.av_digits import snr_ratio_to_db
 from mmfusion_keras.datasets.av_digits import FEATURE_SHAPES
 from mmfusion_keras.datasets.av_digits import SPLITS
 from mmfusion_keras.datasets.av_digits import add_white_noise
@@ -145,14 +146,27 @@ def test_loader_noise_levels_and_reproducibility(splits):
         clean.inputs["image"] ** 2, axis=(1, 2, 3)
     )
     assert abs(10 * np.log10(np.mean(ratio)) - 6.0) < 0.5
-    # Audio: noise fills the window, SNR measured on the clip itself.
+    # Audio, the paper's order: noise on the clip, then zero padding. The
+    # padding is exactly zero and every clip's SNR is the requested one.
     audio_noise = ds.inputs["audio"] - clean.inputs["audio"]
-    assert np.all(np.abs(audio_noise[:, :100]) > 0)  # also over the padding
     lengths = clean.metadata["audio_length"]
+    for i in range(n):
+        pad = 16000 - lengths[i]
+        assert np.all(ds.inputs["audio"][i, :pad] == 0.0)
+        clip_power = np.mean(clean.inputs["audio"][i, pad:].astype("float64") ** 2)
+        noise_power = np.mean(audio_noise[i, pad:].astype("float64") ** 2)
+        assert abs(10 * np.log10(clip_power / noise_power) - (-3.0)) < 0.1
+    assert ds.info["noise_order"] == "before_padding"
+    # The earlier order: noise over the whole window, SNR in expectation.
+    late = load_av_digits(
+        "test", audio_snr_db=-3.0, seed=3, noise_order="after_padding"
+    )
+    late_noise = late.inputs["audio"] - clean.inputs["audio"]
+    assert np.all(np.abs(late_noise[:, :100]) > 0)  # also over the padding
     clip_power = np.array(
         [np.mean(clean.inputs["audio"][i, 16000 - lengths[i] :] ** 2) for i in range(n)]
     )
-    snr = 10 * np.log10(clip_power / np.mean(audio_noise**2, axis=1))
+    snr = 10 * np.log10(clip_power / np.mean(late_noise**2, axis=1))
     np.testing.assert_allclose(snr, -3.0, atol=0.15)
     # Same seed: same noise, also for a prefix; other seed: other noise.
     again = load_av_digits(
@@ -193,6 +207,11 @@ def test_invalid_arguments():
         r"SNR in decibels.*Received: audio_snr_db='low'",
     )
     assert_raises_with_message(
+        lambda: load_av_digits("test", audio_snr_db=0.0, noise_order="first"),
+        r"load_av_digits received an unknown `noise_order`\. Expected one of "
+        r"\('before_padding', 'after_padding'\)\. Received: noise_order='first'",
+    )
+    assert_raises_with_message(
         lambda: load_av_digits("test", max_examples=0),
         r"load_av_digits expected `max_examples` to be None or a positive "
         r"integer\. Received: max_examples=0",
@@ -217,3 +236,19 @@ def test_bundled_data_fits_the_budget():
     for root, _, files in os.walk(av_digits.DATA_DIR):
         total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
     assert total < 25 * 2**20
+
+
+def test_snr_ratio_to_db_conventions():
+    assert snr_ratio_to_db(1.0) == 0.0
+    assert abs(snr_ratio_to_db(0.5) - (-3.0103)) < 1e-4
+    assert abs(snr_ratio_to_db(0.5, "amplitude") - (-6.0206)) < 1e-4
+    assert abs(snr_ratio_to_db(100.0, "amplitude") - 40.0) < 1e-9
+    assert_raises_with_message(
+        lambda: snr_ratio_to_db(0.5, "energy"),
+        r"unknown `convention`\. Expected one of \('power', 'amplitude'\)\. "
+        r"Received: convention='energy'",
+    )
+    assert_raises_with_message(
+        lambda: snr_ratio_to_db(-1),
+        r"expected `ratio` to be a positive finite number .* Received: ratio=-1",
+    )
