@@ -365,6 +365,26 @@ def cmd_demo(args):
     os.execve(sys.executable, command, env)
 
 
+def _search_protocol(args):
+    """Search settings from `--paper-protocol` / `--temperature-schedule`.
+
+    With `--paper-protocol`, sets `args.budget`, `args.num_samples`,
+    `args.max_layers` and `args.epochs` to the paper's and returns the
+    other `FusionArchitectureSearch` settings of `PAPER_PROTOCOL`.
+    """
+    protocol = {"temperature_schedule": args.temperature_schedule}
+    if args.paper_protocol:
+        from mmfusion_keras.search.fusion_architecture_search import PAPER_PROTOCOL
+
+        args.budget = PAPER_PROTOCOL["budget"]
+        args.num_samples = PAPER_PROTOCOL["num_samples"]
+        args.epochs = PAPER_PROTOCOL["epochs"]
+        args.max_layers = 4
+        protocol["search_iterations"] = PAPER_PROTOCOL["search_iterations"]
+        protocol["level_one"] = PAPER_PROTOCOL["level_one"]
+    return protocol
+
+
 def cmd_search(args):
     """MFAS or random search on AV-Digits, then final training of the top K."""
     if args.task != "avdigits":
@@ -375,6 +395,7 @@ def cmd_search(args):
     from mmfusion_keras.search.av_digits_search import search_and_train
 
     output = args.output or os.path.join("runs", f"search_avdigits_seed{args.seed}")
+    protocol = _search_protocol(args)
     start = time.perf_counter()
     data = prepare(
         os.path.join(output, "unimodal"),
@@ -402,6 +423,7 @@ def cmd_search(args):
         final_patience=args.final_patience,
         run_eagerly=args.run_eagerly,
         verbose=args.verbose > 0,
+        **protocol,
     )
     result.update(
         {
@@ -451,6 +473,20 @@ def _add_search_parser(sub):
         type=int,
         default=0,
         help="fine-tune the best end to end with the multitask loss (0: skip)",
+    )
+    search.add_argument(
+        "--paper-protocol",
+        action="store_true",
+        help="the paper's search (section 4.1, Table 1): E_search 3, L 4, K 10, "
+        "E_train 2, all one-layer fusions every iteration: 180 architectures "
+        "(overrides --budget, --num-samples, --max-layers, --epochs)",
+    )
+    search.add_argument(
+        "--temperature-schedule",
+        choices=("exponential", "gaussian"),
+        default="exponential",
+        help="T_max -> T_min exponentially (default) or the public code's "
+        "Gaussian-shaped decay (step index corrected)",
     )
     search.add_argument("--audio-snr-db", type=float, default=None)
     search.add_argument("--image-snr-db", type=float, default=None)

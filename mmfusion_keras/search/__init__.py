@@ -7,6 +7,7 @@ from mmfusion_keras.search.fusion_architecture_search import train_fusion_head
 from mmfusion_keras.search.fusion_network import build_feature_extractor
 from mmfusion_keras.search.fusion_network import build_fusion_head
 from mmfusion_keras.search.fusion_network import build_fusion_network
+from mmfusion_keras.search.sampling import gaussian_temperature_at
 from mmfusion_keras.search.sampling import sample_k
 from mmfusion_keras.search.sampling import sampling_probabilities
 from mmfusion_keras.search.sampling import temperature_at
@@ -23,6 +24,7 @@ __all__ = [
     "build_fusion_head",
     "build_fusion_network",
     "finetune_multitask",
+    "gaussian_temperature_at",
     "sample_k",
     "sampling_probabilities",
     "temperature_at",

@@ -265,8 +265,16 @@ def search_and_train(
     final_patience=8,
     run_eagerly=False,
     verbose=False,
+    search_iterations=None,
+    level_one="sampled",
+    temperature_schedule="exponential",
 ):
     """Runs (or resumes) a search, then trains the top `top_k` to completion.
+
+    `search_iterations`, `level_one` and `temperature_schedule` go to
+    `FusionArchitectureSearch` (for MFAS; random search ignores them);
+    `mmfusion search --paper-protocol` sets the paper's
+    (`fusion_architecture_search.PAPER_PROTOCOL`).
 
     Args:
         data: the dict returned by `prepare`.
@@ -324,6 +332,9 @@ def search_and_train(
         batch_size=batch_size,
         run_eagerly=run_eagerly,
         seed=seed,
+        search_iterations=search_iterations if method == "mfas" else None,
+        level_one=level_one,
+        temperature_schedule=temperature_schedule,
     )
     start = time.perf_counter()
     top = search.run(verbose=verbose)

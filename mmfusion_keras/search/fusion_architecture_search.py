@@ -11,12 +11,29 @@ import numpy as np
 from mmfusion_keras.search.fusion_network import build_fusion_head
 from mmfusion_keras.search.fusion_network import x_name
 from mmfusion_keras.search.fusion_network import y_name
+from mmfusion_keras.search.sampling import gaussian_temperature_at
 from mmfusion_keras.search.sampling import sample_k
 from mmfusion_keras.search.sampling import temperature_at
 from mmfusion_keras.search.shared_fusion_weights import SharedFusionWeights
 from mmfusion_keras.search.surrogate import Surrogate
 
 METHODS = ("mfas", "random")
+LEVEL_ONE = ("sampled", "all")
+SCHEDULES = ("exponential", "gaussian")
+# Perez-Rua et al. 2019, section 4.1 and Tables 1 and 6 (AV-MNIST): E_search
+# = 3, L = 4 (set in the SearchSpace), E_train = 2, 180 architectures.
+PAPER_PROTOCOL = {
+    "budget": 180,
+    "num_samples": 10,
+    "search_iterations": 3,
+    "epochs": 2,
+    "level_one": "all",
+}
+_CONFIG_DEFAULTS = {
+    "level_one": "sampled",
+    "temperature_schedule": "exponential",
+    "temperature_decay": 4.0,
+}
 STATE_FILE = "state.json"
 
 
@@ -137,11 +154,23 @@ class FusionArchitectureSearch:
     same way.
 
     Choices where the paper is open: candidates already trained are not
-    offered again at levels >= 2 (they would waste budget); level 1 of a
-    later search iteration samples `K` of `Gamma_1` with the surrogate
-    (re-training them from their shared weights) instead of re-training
-    all of `Gamma_1`; the first sampled step uses `T_max` and the last one
-    `T_min` (`temperature_at` over the sampled steps).
+    offered again at levels >= 2 (they would waste budget); by default
+    (`level_one="sampled"`) level 1 of a later search iteration samples `K`
+    of `Gamma_1` with the surrogate (re-training them from their shared
+    weights) instead of re-training all of `Gamma_1`; `level_one="all"`
+    follows Algorithm 1 literally (lines 11-13: every search iteration
+    trains all of `Gamma_1`). The first sampled step uses `T_max` and the
+    last one `T_min` (`temperature_schedule="exponential"`, `temperature_at`
+    over the steps); `"gaussian"` is the public code's form
+    (`gaussian_temperature_at`, with its step index corrected).
+
+    **The paper's protocol** (section 4.1, Table 1, Table 6: AV-MNIST,
+    `E_search = 3`, `L = 4`, `E_train = 2`, 180 sampled architectures for
+    both methods) is `PAPER_PROTOCOL`: with `level_one="all"` and `K = 10`
+    every search iteration trains the 30 one-layer descriptions and
+    `3 x 10` deeper ones, `3 x (30 + 30) = 180`:
+    `FusionArchitectureSearch(..., **PAPER_PROTOCOL)` (and a
+    `SearchSpace(5, 3, ("relu", "sigmoid"), max_layers=4)`).
 
     State (history, temperatures, RNG state, sampled descriptions of the
     current step, shared weights and surrogate weights) is written to
@@ -214,6 +243,9 @@ class FusionArchitectureSearch:
         surrogate_kwargs=None,
         run_eagerly=False,
         seed=0,
+        level_one="sampled",
+        temperature_schedule="exponential",
+        temperature_decay=4.0,
     ):
         if method not in METHODS:
             raise ValueError(
@@ -226,6 +258,19 @@ class FusionArchitectureSearch:
                     f"FusionArchitectureSearch expected `{name}` to be a "
                     f"positive integer. Received: {name}={value!r}"
                 )
+        if level_one not in LEVEL_ONE:
+            raise ValueError(
+                f"FusionArchitectureSearch expected `level_one` in {LEVEL_ONE}. "
+                f"Received: level_one={level_one!r}"
+            )
+        if temperature_schedule not in SCHEDULES:
+            raise ValueError(
+                "FusionArchitectureSearch expected `temperature_schedule` in "
+                f"{SCHEDULES}. Received: temperature_schedule={temperature_schedule!r}"
+            )
+        self.level_one = level_one
+        self.temperature_schedule = temperature_schedule
+        self.temperature_decay = temperature_decay
         self.space = space
         self.train = train
         self.validation = validation
@@ -237,7 +282,10 @@ class FusionArchitectureSearch:
         self.budget = budget
         self.num_samples = num_samples
         first = min(len(space.layer_choices()), budget)
-        if search_iterations is None:
+        if search_iterations is None and level_one == "all":
+            per_iteration = first + (space.max_layers - 1) * num_samples
+            search_iterations = math.ceil(budget / per_iteration)
+        elif search_iterations is None:
             steps = 1 + math.ceil(max(0, budget - first) / num_samples)
             search_iterations = math.ceil(steps / space.max_layers)
         self.search_iterations = search_iterations
@@ -279,6 +327,9 @@ class FusionArchitectureSearch:
             "run_eagerly": self.run_eagerly,
             "seed": self.seed,
             "num_classes": self.num_classes,
+            "level_one": self.level_one,
+            "temperature_schedule": self.temperature_schedule,
+            "temperature_decay": self.temperature_decay,
         }
 
     def _new_state(self):
@@ -302,6 +353,8 @@ class FusionArchitectureSearch:
             return self._new_state()
         with open(path, encoding="utf-8") as f:
             state = json.load(f)
+        # States written before these settings existed used their defaults.
+        state["config"] = {**_CONFIG_DEFAULTS, **state["config"]}
         if state["config"] != json.loads(json.dumps(self.get_config())):
             raise ValueError(
                 f"FusionArchitectureSearch cannot resume from {path}: it was "
@@ -370,6 +423,10 @@ class FusionArchitectureSearch:
                 choices = [choices[int(i)] for i in sorted(index)]
             samples = [(t,) for t in choices]
             return samples, {"step": 0, "level": 1, "temperature": None}
+        if level == 1 and self.level_one == "all":
+            # Algorithm 1, lines 11-13: all of Gamma_1, every iteration.
+            samples = [(t,) for t in space.layer_choices()][:remaining]
+            return samples, {"step": step, "level": 1, "temperature": None}
         if level == 1 or not state["previous"]:
             level = 1
             candidates = [(t,) for t in space.layer_choices()]
@@ -381,9 +438,14 @@ class FusionArchitectureSearch:
             candidates = unseen or candidates
             candidates = list(dict.fromkeys(candidates))
         scores = self.surrogate.predict(candidates)
-        temperature = temperature_at(
-            step - 1, max(1, self.num_steps - 1), self.t_max, self.t_min
-        )
+        if self.temperature_schedule == "gaussian":
+            temperature = gaussian_temperature_at(
+                step, self.t_max, self.t_min, self.temperature_decay
+            )
+        else:
+            temperature = temperature_at(
+                step - 1, max(1, self.num_steps - 1), self.t_max, self.t_min
+            )
         samples = sample_k(
             rng, candidates, scores, min(self.num_samples, remaining), temperature
         )

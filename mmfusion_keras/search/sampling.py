@@ -81,6 +81,48 @@ def temperature_at(step, num_steps, t_max=10.0, t_min=0.2):
     return float(t_max * (t_min / t_max) ** fraction)
 
 
+def gaussian_temperature_at(step, t_max=10.0, t_min=0.2, decay=4.0):
+    """The public MFAS code's temperature form, with the step index corrected.
+
+    `T_s = (T_max - T_min) * exp(-(s + 1) ** 2 / decay ** 2) + T_min`: a
+    Gaussian-shaped decay that starts just below `T_max` (at `s = 0` it is
+    already `(T_max - T_min) exp(-1 / decay^2) + T_min`), approaches
+    `T_min` without reaching it, and whose speed is set by `decay` (in
+    steps) instead of by the number of steps. The public code evaluates it
+    at `e * E_search + l`; pass the corrected index `s = e * L + l` here
+    (as `FusionArchitectureSearch(temperature_schedule="gaussian")` does),
+    so every (iteration, level) step gets its own temperature.
+
+    Args:
+        step: the 0-based step index `e * L + l`.
+        t_max, t_min: temperature range (`0 < t_min <= t_max`).
+        decay: the decay constant, in steps (positive).
+
+    Returns:
+        The temperature, a float.
+
+    Example:
+
+    >>> round(gaussian_temperature_at(0, 10.0, 0.2, 4.0), 3)
+    9.406
+    >>> round(gaussian_temperature_at(11, 10.0, 0.2, 4.0), 3)
+    0.201
+    """
+    fn = "gaussian_temperature_at"
+    _positive(t_max, "t_max", fn)
+    _positive(t_min, "t_min", fn)
+    _positive(decay, "decay", fn)
+    if t_min > t_max:
+        raise ValueError(
+            f"{fn} expected t_min <= t_max. Received: t_min={t_min!r}, t_max={t_max!r}"
+        )
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+        raise ValueError(
+            f"{fn} expected `step` to be an integer >= 0. Received: step={step!r}"
+        )
+    return float((t_max - t_min) * math.exp(-((step + 1.0) ** 2) / decay**2) + t_min)
+
+
 def sampling_probabilities(scores, temperature):
     """`P_i` proportional to `score_i ** (1 / T)` (computed in log space).
 

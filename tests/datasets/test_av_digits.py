@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from mmfusion_keras.datasets import av_digits
-from mmfusion_keras.datasets.av_digits import snr_ratio_to_db
 from mmfusion_keras.datasets.av_digits import FEATURE_SHAPES
 from mmfusion_keras.datasets.av_digits import SPLITS
 from mmfusion_keras.datasets.av_digits import add_white_noise
 from mmfusion_keras.datasets.av_digits import load_av_digits
+from mmfusion_keras.datasets.av_digits import snr_ratio_to_db
 from mmfusion_keras.testing.conformance import assert_raises_with_message
 
 

@@ -49,3 +49,27 @@ def test_search_command_runs_and_resumes(tmp_path, capsys):
 def test_search_command_rejects_other_tasks(capsys):
     assert main(["search", "--task", "speech-text", "--budget", "1"]) == 2
     assert "supports --task avdigits only" in capsys.readouterr().err
+
+
+def test_paper_protocol_flag_sets_the_papers_search():
+    from mmfusion_keras.cli import _search_protocol
+    from mmfusion_keras.cli import build_parser
+
+    args = build_parser().parse_args(["search", "--paper-protocol", "--budget", "7"])
+    protocol = _search_protocol(args)
+    assert (args.budget, args.num_samples, args.max_layers, args.epochs) == (
+        180,
+        10,
+        4,
+        2,
+    )
+    assert protocol == {
+        "temperature_schedule": "exponential",
+        "search_iterations": 3,
+        "level_one": "all",
+    }
+    plain = build_parser().parse_args(
+        ["search", "--budget", "7", "--temperature-schedule", "gaussian"]
+    )
+    assert _search_protocol(plain) == {"temperature_schedule": "gaussian"}
+    assert plain.budget == 7

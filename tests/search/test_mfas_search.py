@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from mfas_reference import fusion_forward
 from mfas_reference import probabilities
-from mfas_reference import temperature
 
 from mmfusion_keras.search import FusionArchitectureSearch
 from mmfusion_keras.search import SearchSpace
@@ -14,10 +13,12 @@ from mmfusion_keras.search import SharedFusionWeights
 from mmfusion_keras.search import build_feature_extractor
 from mmfusion_keras.search import build_fusion_head
 from mmfusion_keras.search import build_fusion_network
+from mmfusion_keras.search import gaussian_temperature_at
 from mmfusion_keras.search import sample_k
 from mmfusion_keras.search import sampling_probabilities
 from mmfusion_keras.search import temperature_at
 from mmfusion_keras.search import train_fusion_head
+from mmfusion_keras.search.fusion_architecture_search import PAPER_PROTOCOL
 from mmfusion_keras.testing import assert_raises_with_message
 
 ACTS = ("relu", "sigmoid")
@@ -188,9 +189,14 @@ def test_training_stores_and_restores_shared_weights():
 
 
 def test_temperature_schedule_values():
+    # Independent facts, not a restatement of the formula: end points
+    # T_max and T_min, a constant ratio between steps (an exponential
+    # decay, "inverse exponential" in the paper's section 4.2), monotone,
+    # flat after the end.
     values = [temperature_at(s, 5, 10.0, 0.1) for s in range(7)]
-    want = [temperature(s, 5, 10.0, 0.1) for s in range(7)]
-    np.testing.assert_allclose(values, want, rtol=1e-12)
+    assert values[0] == pytest.approx(10.0) and values[4] == pytest.approx(0.1)
+    ratios = [b / a for a, b in zip(values[:4], values[1:5])]
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-12)
     np.testing.assert_allclose(values[:5], [10.0, 10**0.5, 1.0, 10**-0.5, 0.1])
     assert values[5] == values[6] == pytest.approx(0.1)
     assert all(a > b for a, b in zip(values[:5], values[1:5]))
@@ -201,6 +207,57 @@ def test_temperature_schedule_values():
     )
     assert_raises_with_message(
         lambda: temperature_at(-1, 4), r"`step` to be an integer >= 0.*step=-1"
+    )
+
+
+def test_public_code_gaussian_schedule():
+    # The public code's T = (T0 - T1) exp(-(i + 1)^2 / decay^2) + T1,
+    # values worked by hand for T0 = 10, T1 = 0.2, decay = 4:
+    # i = 0: 9.8 exp(-1/16) + 0.2 = 9.40625; i = 3: 9.8 exp(-1) + 0.2 = 3.80522.
+    assert gaussian_temperature_at(0, 10.0, 0.2, 4.0) == pytest.approx(
+        9.40625, abs=1e-4
+    )
+    assert gaussian_temperature_at(3, 10.0, 0.2, 4.0) == pytest.approx(
+        3.80522, abs=1e-4
+    )
+    values = [gaussian_temperature_at(s, 10.0, 0.2, 4.0) for s in range(12)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    assert values[-1] == pytest.approx(0.2, abs=0.01) and values[-1] > 0.2
+    assert_raises_with_message(
+        lambda: gaussian_temperature_at(0, 10.0, 0.2, 0.0),
+        r"gaussian_temperature_at expected `decay` to be a positive finite "
+        r"number\. Received: decay=0\.0",
+    )
+
+
+def test_paper_protocol_visits_every_step_once(tmp_path):
+    # Algorithm 1 literally (level_one="all"): every search iteration
+    # trains all of Gamma_1, then K per deeper level; E_search * L steps,
+    # each visited exactly once, and the budget is 2 x (2 + 1) = 6.
+    search = _search(
+        tmp_path / "paper",
+        budget=6,
+        num_samples=1,
+        search_iterations=2,
+        level_one="all",
+        temperature_schedule="gaussian",
+    )
+    search.run()
+    state = search.state()
+    assert state["finished"] and len(state["history"]) == 6
+    assert [s["step"] for s in state["steps"]] == [0, 1, 2, 3]
+    assert [s["level"] for s in state["steps"]] == [1, 2, 1, 2]
+    assert [e["step"] for e in state["history"]] == [0, 0, 1, 2, 2, 3]
+    assert [len(e["description"]) for e in state["history"]] == [1, 1, 2, 1, 1, 2]
+    temps = [s["temperature"] for s in state["steps"]]
+    assert temps[0] is None and temps[2] is None
+    assert temps[1] == pytest.approx(gaussian_temperature_at(1, 10.0, 0.2, 4.0))
+    assert temps[3] == pytest.approx(gaussian_temperature_at(3, 10.0, 0.2, 4.0))
+    # The paper's AV-MNIST numbers: 3 x (30 + 3 x 10) = 180 architectures.
+    assert PAPER_PROTOCOL["budget"] == 3 * (30 + 3 * PAPER_PROTOCOL["num_samples"])
+    assert_raises_with_message(
+        lambda: _search(tmp_path / "bad", level_one="some"),
+        r"expected `level_one` in \('sampled', 'all'\)\. Received: level_one='some'",
     )
 
 
@@ -304,7 +361,7 @@ def _tiny_data(seed=0):
     return feats, labels
 
 
-def _search(directory, method="mfas"):
+def _search(directory, method="mfas", budget=4, num_samples=2, **kwargs):
     data = _tiny_data()
     return FusionArchitectureSearch(
         SearchSpace(2, 1, ("relu",), max_layers=2),
@@ -313,8 +370,9 @@ def _search(directory, method="mfas"):
         2,
         str(directory),
         method=method,
-        budget=4,
-        num_samples=2,
+        budget=budget,
+        num_samples=num_samples,
+        **kwargs,
         epochs=1,
         units=4,
         batch_size=8,
