@@ -6,6 +6,20 @@ from mmfusion_keras.layers.feature_self_attention import FeatureSelfAttention
 
 _READ_MODES = ("self", "cross")
 _MEMORY_MODES = ("fused", "per_modality")
+_WRITE_MODES = ("selected", "soft")
+_COMPOSITION_READINGS = ("softmax_features", "literal", "rescaled", "vector")
+# What a config saved before `write` / `composition_attention` existed meant.
+_OLD_DEFAULTS = {"write": "soft", "composition_attention": "softmax_features"}
+
+
+def _check_batch_size(tensor):
+    batch = tensor.shape[0]
+    if batch == 0:
+        raise ValueError(
+            "MemoryBasedAttentiveFusion cannot write a zero-size batch into its "
+            "memory: expected a training batch of at least 1 sample. Received "
+            f"inputs of shape {tuple(tensor.shape)}."
+        )
 
 
 def batch_memory_write(memory, read_weights, written):
@@ -25,9 +39,19 @@ def batch_memory_write(memory, read_weights, written):
         read_weights: `(B, k)` write keys `z` of the batch's samples.
         written: `(B, l)` vectors `h` written by the samples.
 
+    With one-hot keys (`write="selected"`) the products are 0 or 1, so the
+    formula is exact: slot `j` ends as the `h` of the last sample that
+    selected it, or keeps its value when no sample selected it.
+
+    Args:
+        memory: `(k, l)` memory before the batch.
+        read_weights: `(B, k)` write keys `z` of the batch's samples.
+        written: `(B, l)` vectors `h` written by the samples.
+
     Returns:
         The `(k, l)` memory after the `B` sequential writes.
     """
+    _check_batch_size(read_weights)
     keep = 1.0 - read_weights  # (B, k)
     # suffix[s] = prod_{t >= s} keep[t]
     suffix = ops.flip(ops.cumprod(ops.flip(keep, axis=0), axis=0), axis=0)
@@ -35,6 +59,50 @@ def batch_memory_write(memory, read_weights, written):
     after = ops.concatenate([suffix[1:], ops.ones_like(suffix[:1])], axis=0)
     weights = read_weights * after  # z_sj prod_{t > s} (1 - z_tj)
     return kept[:, None] * memory + ops.matmul(ops.transpose(weights), written)
+
+
+def write_keys(read_weights, write):
+    """The keys of Eq. 8: `z` itself (`"soft"`) or the one-hot of its
+    argmax (`"selected"`, the slot r the paper's prose writes to)."""
+    if write == "soft":
+        return read_weights
+    slots = ops.shape(read_weights)[-1]
+    return ops.one_hot(
+        ops.argmax(read_weights, axis=-1), slots, dtype=read_weights.dtype
+    )
+
+
+def safe_memory_write(memory, read_weights, written, write="soft"):
+    """Eq. 8 over a batch, skipping the writes that are not finite.
+
+    A sample whose key `z` or written vector `h` holds NaN or inf writes
+    nothing (its key is zeroed), the other samples write as usual, in
+    order. Should the result still hold a non-finite value, the whole batch
+    write is skipped and the memory keeps its value.
+
+    Args:
+        memory: `(k, l)` memory before the batch.
+        read_weights: `(B, k)` read weights `z` (Eq. 2).
+        written: `(B, l)` vectors `h` (Eq. 7).
+        write: `"soft"` or `"selected"` (see `write_keys`).
+
+    Returns:
+        `(new_memory, skipped)`: the `(k, l)` memory after the batch and
+        the number of sample writes skipped (a float scalar).
+    """
+    finite = ops.logical_and(
+        ops.all(ops.isfinite(read_weights), axis=-1),
+        ops.all(ops.isfinite(written), axis=-1),
+    )  # (B,)
+    keys = write_keys(ops.where(finite[:, None], read_weights, 0.0), write)
+    keys = ops.where(finite[:, None], keys, 0.0)
+    values = ops.where(finite[:, None], written, 0.0)
+    new_memory = batch_memory_write(memory, keys, values)
+    ok = ops.all(ops.isfinite(new_memory))
+    valid = ops.sum(ops.cast(finite, "float32"))
+    batch = ops.cast(ops.shape(finite)[0], "float32")
+    skipped = ops.where(ok, batch - valid, batch)
+    return ops.where(ok, new_memory, memory), skipped
 
 
 @keras.saving.register_keras_serializable(package="mmfusion_keras")
@@ -149,9 +217,29 @@ class MemoryBasedAttentiveFusion(BaseFusion):
         composition_units=None,
         kernel_initializer="glorot_uniform",
         seed=None,
+        write="selected",
+        composition_attention="literal",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if write not in _WRITE_MODES:
+            raise ValueError(
+                "Received an invalid value for argument `write`, expected one "
+                f"of {_WRITE_MODES}. Received: write={write!r}"
+            )
+        if composition_attention not in _COMPOSITION_READINGS:
+            raise ValueError(
+                "Received an invalid value for argument `composition_attention`, "
+                f"expected one of {_COMPOSITION_READINGS}. "
+                f"Received: composition_attention={composition_attention!r}"
+            )
+        if composition_attention == "vector" and composition_units is not None:
+            raise ValueError(
+                "`composition_attention='vector'` multiplies `c` element-wise by "
+                "a vector `w` (Eq. 7), so `c` must have the memory width: "
+                "expected composition_units=None. "
+                f"Received: composition_units={composition_units}"
+            )
         if not isinstance(memory_slots, int) or memory_slots < 1:
             raise ValueError(
                 "Received an invalid value for argument `memory_slots`, "
@@ -187,6 +275,8 @@ class MemoryBasedAttentiveFusion(BaseFusion):
         self.composition_units = composition_units
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.seed = seed
+        self.write = write
+        self.composition_attention = composition_attention
 
     def build(self, input_shape):
         shapes = self._validate_input_shapes(input_shape)
@@ -218,20 +308,30 @@ class MemoryBasedAttentiveFusion(BaseFusion):
                 name=f"composer{suffix}",
             )
             composer.build((None, 2 * width))
-            attention = FeatureSelfAttention(
-                kernel_initializer=self.kernel_initializer,
-                dtype=self.dtype_policy,
-                name=f"composition_attention{suffix}",
-            )
-            attention.build((None, units))
-            transform = keras.layers.Dense(
-                width,
-                use_bias=False,
-                kernel_initializer=self.kernel_initializer,
-                dtype=self.dtype_policy,
-                name=f"transform{suffix}",
-            )
-            transform.build((None, units))
+            reading = self.composition_attention
+            attention = None
+            if reading != "literal":
+                attention = FeatureSelfAttention(
+                    kernel_initializer=self.kernel_initializer,
+                    projection="vector" if reading == "vector" else "matrix",
+                    rescale=reading in ("rescaled", "vector"),
+                    dtype=self.dtype_policy,
+                    name=f"composition_attention{suffix}",
+                )
+                attention.build((None, units))
+            if reading == "vector":  # Eq. 7, element-wise w (Table 3)
+                transform = self.add_weight(
+                    shape=(width,), name=f"transform{suffix}", initializer="ones"
+                )
+            else:
+                transform = keras.layers.Dense(
+                    width,
+                    use_bias=False,
+                    kernel_initializer=self.kernel_initializer,
+                    dtype=self.dtype_policy,
+                    name=f"transform{suffix}",
+                )
+                transform.build((None, units))
             memory_seed = None if self.seed is None else self.seed + j
             memory = self.add_weight(
                 shape=(self.memory_slots, width),
@@ -248,6 +348,16 @@ class MemoryBasedAttentiveFusion(BaseFusion):
             self.attentions.append(attention)
             self.transforms.append(transform)
             self.memories.append(memory)
+        # Created after the memories so that files saved before it existed
+        # (memories only) still map onto the first variables.
+        self.skipped_writes = self.add_weight(
+            shape=(),
+            name="skipped_writes",
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+            aggregation="mean",
+        )
 
     def _unit_inputs(self, inputs):
         """The `(key input, composition input)` pair of every memory unit."""
@@ -271,8 +381,15 @@ class MemoryBasedAttentiveFusion(BaseFusion):
             z = ops.softmax(ops.matmul(keys, ops.transpose(memory)), axis=-1)  # Eq. 2
             m = ops.matmul(z, memory)  # Eq. 3
             b = self.composers[j](ops.concatenate([x_compose, m], axis=-1))  # Eq. 4/12
-            c, alpha = self.attentions[j](b, return_attention_scores=True)  # Eq. 5-6
-            h = ops.relu(self.transforms[j](c))  # Eq. 7
+            if self.attentions[j] is None:  # literal Eq. 5-6: alpha = 1/u, c = b
+                c = b
+                alpha = ops.ones_like(b) / ops.cast(ops.shape(b)[-1], b.dtype)
+            else:
+                c, alpha = self.attentions[j](b, return_attention_scores=True)
+            if self.composition_attention == "vector":
+                h = ops.relu(c * ops.cast(self.transforms[j], c.dtype))  # Eq. 7
+            else:
+                h = ops.relu(self.transforms[j](c))  # Eq. 7
             results.append(
                 {
                     "input": x,
@@ -286,12 +403,22 @@ class MemoryBasedAttentiveFusion(BaseFusion):
         return results
 
     def call(self, inputs, training=None):
+        if training and self.trainable and inputs[0].shape[0] == 0:
+            raise ValueError(
+                "MemoryBasedAttentiveFusion cannot write a zero-size batch into "
+                "its memory: expected a training batch of at least 1 sample. "
+                f"Received inputs of shapes {[tuple(x.shape) for x in inputs]}."
+            )
         results = self._forward(inputs)
         if training and self.trainable:
+            skipped = ops.zeros((), "float32")
             for memory, r in zip(self.memories, results):
                 z = ops.stop_gradient(ops.cast(r["read_weights"], memory.dtype))
                 h = ops.stop_gradient(ops.cast(r["written"], memory.dtype))
-                memory.assign(batch_memory_write(r["state"], z, h))  # Eq. 8
+                new_memory, n = safe_memory_write(r["state"], z, h, self.write)
+                memory.assign(new_memory)  # Eq. 8
+                skipped = skipped + n
+            self.skipped_writes.assign(ops.copy(self.skipped_writes) + skipped)
         return ops.concatenate([r["output"] for r in results], axis=-1)
 
     def inspect(self, inputs):
@@ -328,11 +455,12 @@ class MemoryBasedAttentiveFusion(BaseFusion):
         report["memory"] = [ops.convert_to_numpy(m) for m in self.memories]
         report["memory_after_write"] = [
             ops.convert_to_numpy(
-                batch_memory_write(
+                safe_memory_write(
                     r["state"],
                     ops.cast(r["read_weights"], "float32"),
                     ops.cast(r["written"], "float32"),
-                )
+                    self.write,
+                )[0]
             )
             for r in results
         ]
@@ -351,8 +479,33 @@ class MemoryBasedAttentiveFusion(BaseFusion):
             "read": self.read,
             "memory": self.memory,
             "composition_units": self.composition_units,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "seed": self.seed,
+            "write": self.write,
+            "composition_attention": self.composition_attention,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        # A config saved before these options existed meant the old readings,
+        # not today's defaults: keep such models predicting as they did.
+        config = {**_OLD_DEFAULTS, **config}
+        return super().from_config(config)
+
+    def load_own_variables(self, store):
+        # Files saved before `skipped_writes` existed hold the memories only.
+        if "skipped_writes" in [v.name for v in self._non_trainable_variables]:
+            expected = len(self._trainable_variables) + len(
+                self._non_trainable_variables
+            )
+            if len(store.keys()) == expected - 1:
+                variables = self._trainable_variables + [
+                    v
+                    for v in self._non_trainable_variables
+                    if v is not self.skipped_writes
+                ]
+                for i, variable in enumerate(variables):
+                    variable.assign(store[str(i)])
+                self.skipped_writes.assign(0.0)
+                return
+        super().load_own_variables(store)
