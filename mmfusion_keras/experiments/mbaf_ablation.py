@@ -9,8 +9,10 @@ of one memory of the fused features (Eq. 13, section 6.3). This runner
 trains `MemoryBasedAttentiveFusion` with each of these settings on the
 bundled tasks (`speech-text`, `digits-views`) over several seeds, and adds
 the write rule of Eq. 8 (`write="soft"`, every slot by its read weight, or
-`write="selected"`, the slot of the largest read weight) when the layer
-has that option.
+`write="selected"`, the slot of the largest read weight) and the readings
+of Eq. 5-6 (`composition_attention`), with the layer's readings before
+issue 13 (soft write, `c = softmax(features) ⊙ b`) as `old_defaults`, when
+the layer has those options.
 
 The grid (tasks, seeds, groups of cells, training settings, the `--quick`
 subset) lives in `mbaf_ablation.json` beside this module; flags override
@@ -39,7 +41,7 @@ The three summary files are rewritten after every run, so a partial run is
 usable.
 
 Run: `mmfusion mbaf-ablation --output runs/mbaf_ablation` (the full grid:
-2 tasks x 14 cells x 3 seeds), `--quick` (digits-views, one seed, 3
+2 tasks x 18 cells x 3 seeds), `--quick` (digits-views, one seed, 3
 memory sizes, 10 epochs), or `python -m mmfusion_keras.experiments.mbaf_ablation`.
 
 Reference:
@@ -73,6 +75,7 @@ CSV_FIELDS = (
     "read",
     "memory",
     "write",
+    "eq56",
     "seeds",
     *(f"{key}_{stat}" for key in METRICS + HEALTH for stat in ("mean", "std")),
     "collapsed_runs",
@@ -113,6 +116,8 @@ def cell_id(config):
     parts = [f"k{config['memory_slots']}", config["read"], config["memory"]]
     if "write" in config:
         parts.append(f"write-{config['write']}")
+    if "composition_attention" in config:
+        parts.append(f"eq56-{config['composition_attention']}")
     digest = hashlib.sha1(
         json.dumps(config, sort_keys=True).encode("utf-8")
     ).hexdigest()[:6]
@@ -403,6 +408,9 @@ def run(args):
     if not cells:
         raise ValueError("mbaf-ablation: no cell to run (every group was skipped).")
     os.makedirs(args.output, exist_ok=True)
+    # The cells at the paper's chosen size (30 slots: every group's
+    # comparison) first, so that a partial run compares the groups.
+    order = sorted(cells, key=lambda c: c["config"]["memory_slots"] != 30)
     records, done, trained = [], 0, 0
     total = len(s["tasks"]) * len(s["seeds"]) * len(cells)
     _log(
@@ -415,7 +423,7 @@ def run(args):
         training = s["training"][task_name]
         for seed in s["seeds"]:
             splits = None
-            for cell in cells:
+            for cell in order:
                 path = _run_path(args.output, task_name, cell, seed)
                 record = _finished(path, cell, training, s["max_examples"])
                 done += 1
@@ -472,6 +480,7 @@ def summarize(cells, records, tasks):
                 "read": cell["config"]["read"],
                 "memory": cell["config"]["memory"],
                 "write": cell["config"].get("write", "soft"),
+                "eq56": cell["config"].get("composition_attention", "softmax_features"),
                 "seeds": " ".join(str(r["seed"]) for r in runs),
             }
             for key in METRICS + HEALTH:
@@ -507,15 +516,15 @@ def markdown(summaries, cells, tasks):
             "(distinct slots: no other slot at cosine > 0.99; read entropy: "
             "relative to uniform, 1 = uniform reads).",
             "",
-            "| group | slots | read | memory | write | seeds | accuracy | UA | "
-            "macro-F1 | distinct slots | effective rank | read entropy | "
+            "| group | slots | read | memory | write | Eq. 5-6 | seeds | accuracy | "
+            "UA | macro-F1 | distinct slots | effective rank | read entropy | "
             "collapsed runs |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             lines.append(
                 f"| {r['groups']} | {r['memory_slots']} | {r['read']} | {r['memory']} "
-                f"| {r['write']} | {r['seeds']} | {_pm(r, 'accuracy')} | "
+                f"| {r['write']} | {r['eq56']} | {r['seeds']} | {_pm(r, 'accuracy')} | "
                 f"{_pm(r, 'unweighted_accuracy')} | {_pm(r, 'macro_f1')} | "
                 f"{_pm(r, 'distinct_slots', 1)} | {_pm(r, 'effective_rank', 1)} | "
                 f"{_pm(r, 'read_entropy', 2)} | {r['collapsed_runs']} |"

@@ -45,7 +45,7 @@ def test_one_cell_end_to_end_and_resume(tmp_path, capsys):
     )
     assert run["num_test"] == 24 and run["epochs_run"] == 1
     table = (out / "mbaf_ablation.md").read_text()
-    assert "| per_modality | 30 | self | per_modality |" in table
+    assert "| per_modality | 30 | self | per_modality | " in table
     # Resume: the finished run is read back, not trained again.
     run_file = out / "runs" / "digits-views" / run["cell"] / "seed0.json"
     before = run_file.read_text()
@@ -58,8 +58,13 @@ def test_grid_cells_are_deduplicated():
     grid = load_grid()
     cells = expand_cells(grid, log=lambda message: None)
     # 6 sizes x (self, cross) + per-modality memory; the write group adds
-    # one cell (the other write equals the base cell) when the layer has it.
-    assert len(cells) == 13 + (1 if layer_accepts("write") else 0)
+    # one cell (the other write equals the base cell) when the layer has it,
+    # the Eq. 5-6 group three (one reading is the default) and the old
+    # defaults one.
+    extra = (1 if layer_accepts("write") else 0) + (
+        4 if layer_accepts("composition_attention") else 0
+    )
+    assert len(cells) == 13 + extra
     assert len({c["id"] for c in cells}) == len(cells)
     base = [c for c in cells if "memory_size" in c["groups"]]
     assert sorted(c["config"]["memory_slots"] for c in base) == [
