@@ -51,11 +51,13 @@ def mbaf_sample(x, x_compose, memory, w, reading="softmax_features"):
     `w` holds NumPy weights: read_kernel, read_bias, composer_kernel,
     composer_bias and the reading's attention/transform weights.
     """
-    key = x @ w["read_kernel"] + w["read_bias"]
-    z = softmax(key @ memory.T)  # Eq. 2
-    m = z @ memory  # Eq. 3
-    b = relu(np.concatenate([x_compose, m]) @ w["composer_kernel"] + w["composer_bias"])
-    _, alpha, h = compose(b, w, reading)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN samples propagate
+        key = x @ w["read_kernel"] + w["read_bias"]
+        z = softmax(key @ memory.T)  # Eq. 2
+        m = z @ memory  # Eq. 3
+        b = np.concatenate([x_compose, m]) @ w["composer_kernel"]
+        b = relu(b + w["composer_bias"])  # Eq. 4
+        _, alpha, h = compose(b, w, reading)
     return x + h, z, alpha, h  # Eq. 9
 
 
