@@ -7,6 +7,15 @@ from mmfusion_keras.inspection import find_memory_layers
 from mmfusion_keras.inspection import model_memory_health
 
 
+def _first(inputs, n):
+    """The first `n` examples of model inputs (array, list/tuple or dict)."""
+    if isinstance(inputs, dict):
+        return {key: value[:n] for key, value in inputs.items()}
+    if isinstance(inputs, (list, tuple)):
+        return [value[:n] for value in inputs]
+    return inputs[:n]
+
+
 class MemoryHealthCallback(keras.callbacks.Callback):
     """Logs the health of every memory of the model at the end of each epoch.
 
@@ -26,6 +35,8 @@ class MemoryHealthCallback(keras.callbacks.Callback):
         threshold: cosine similarity above which two slots count as the
             same (default 0.99).
         prefix: prefix of the log keys (default `"memory/"`).
+        max_inputs: measure the read entropy on at most this many of
+            `inputs` (the first ones). Default 512.
         verbose: 1 prints one line per memory at each epoch end.
 
     Example:
@@ -43,15 +54,22 @@ class MemoryHealthCallback(keras.callbacks.Callback):
     True
     """
 
-    def __init__(self, inputs=None, threshold=0.99, prefix="memory/", verbose=0):
+    def __init__(
+        self, inputs=None, threshold=0.99, prefix="memory/", max_inputs=512, verbose=0
+    ):
         super().__init__()
+        if inputs is not None and max_inputs is not None:
+            inputs = _first(inputs, max_inputs)
         self.inputs = inputs
         self.threshold = threshold
         self.prefix = prefix
+        self.max_inputs = max_inputs
         self.verbose = verbose
         self.last = []
+        self._encoders = {}
 
     def on_train_begin(self, logs=None):
+        self._encoders = {}
         if not find_memory_layers(self.model):
             raise ValueError(
                 "MemoryHealthCallback needs a model with a memory layer (a layer "
@@ -60,7 +78,9 @@ class MemoryHealthCallback(keras.callbacks.Callback):
             )
 
     def on_epoch_end(self, epoch, logs=None):
-        self.last = model_memory_health(self.model, self.inputs, self.threshold)
+        self.last = model_memory_health(
+            self.model, self.inputs, self.threshold, encoders=self._encoders
+        )
         if logs is None:
             return
         for health in self.last:

@@ -83,6 +83,80 @@ def _versions():
     }
 
 
+def _memory_health_callbacks(model, inputs):
+    """[MemoryHealthCallback] for a model with a memory layer, else [].
+
+    Per-epoch memory health (read entropy on `inputs`, e.g. the validation
+    split) goes into the History and, as the callback comes before
+    TensorBoard's, into TensorBoard.
+    """
+    from mmfusion_keras.callbacks import MemoryHealthCallback
+    from mmfusion_keras.inspection import find_memory_layers
+
+    if not find_memory_layers(model):
+        return []
+    return [MemoryHealthCallback(inputs=inputs)]
+
+
+def _memory_health_card(model, inputs):
+    """Model-card entry: a JSON-serializable health dict per memory, or None.
+
+    Read entropy is measured on `inputs` (the test split) in inference
+    mode; nothing is written to the memory.
+    """
+    from mmfusion_keras.inspection import find_memory_layers
+    from mmfusion_keras.inspection import memory_health_summary
+    from mmfusion_keras.inspection import model_memory_health
+
+    if not find_memory_layers(model):
+        return None
+    return [memory_health_summary(h) for h in model_memory_health(model, inputs)]
+
+
+def _print_memory_health(card):
+    """One `describe_memory_health` line per memory of a model card."""
+    from mmfusion_keras.inspection import describe_memory_health
+
+    for health in card.get("memory_health") or []:
+        print(f"  memory health: {describe_memory_health(health)}")
+
+
+def _print_compare_health(task_name, healths):
+    """Memory health per fusion over seeds (mean ± std), beside accuracy.
+
+    `healths` maps a fusion to its list (one per seed) of model-card
+    `memory_health` lists; fusions without memory are left out.
+    """
+    import numpy as np
+
+    rows = []
+    for fusion, per_seed in healths.items():
+        if not per_seed or any(h is None for h in per_seed):
+            continue
+        for j, first in enumerate(per_seed[0]):
+            runs = [h[j] for h in per_seed]
+            cells = []
+            for key in ("distinct_slots", "effective_rank", "read_entropy"):
+                values = np.array(
+                    [np.nan if r[key] is None else r[key] for r in runs], float
+                )
+                cells.append(f"{np.mean(values):.2f} ± {np.std(values):.2f}")
+            rows.append(
+                f"| {fusion} | {first['name']} | {first['slots']} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    if not rows:
+        return
+    print(f"\n{task_name}: memory health on the test split, mean ± std over seeds")
+    print(
+        "| fusion | memory | slots | distinct slots | effective rank | read entropy |"
+    )
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(row)
+
+
 def _train_one(
     task,
     fusion,
@@ -126,6 +200,7 @@ def _train_one(
             callbacks.append(
                 keras.callbacks.BackupAndRestore(os.path.join(output, "backup"))
             )
+    callbacks += _memory_health_callbacks(model, x_val)
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(tensorboard))
     start = time.perf_counter()
@@ -161,6 +236,7 @@ def _train_one(
         "test_metrics": test,
         "max_examples": max_examples,
         "command": command,
+        "memory_health": _memory_health_card(model, x_test),
     }
     if output:
         model.save(os.path.join(output, "model.keras"))
@@ -197,6 +273,7 @@ def cmd_train(args):
     print(
         f"[{card['backend']}] {task.name} / {args.fusion}: test {_summary(card['test_metrics'])}"
     )
+    _print_memory_health(card)
     if args.output:
         print(f"Saved {os.path.join(args.output, 'model.keras')} and model_card.json")
 
@@ -297,7 +374,7 @@ def cmd_compare(args):
         if f not in FUSIONS:
             raise UserError(f"Unknown fusion {f!r}. Expected one of {list(FUSIONS)}.")
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = []
+    rows, healths = [], {}
     for fusion in fusions:
         scores = []
         for seed in seeds:
@@ -311,6 +388,7 @@ def cmd_compare(args):
                 verbose=0,
             )
             scores.append(card["test_metrics"])
+            healths.setdefault(fusion, []).append(card["memory_health"])
             print(
                 f"  {fusion:>16} seed {seed}: test {_summary(card['test_metrics'])}"
                 f"  ({card['epochs_run']} epochs, {card['training_seconds']:.1f} s)",
@@ -326,6 +404,7 @@ def cmd_compare(args):
             values = np.array([s[key] for s in scores])
             cells.append(f"{values.mean():.4f} ± {values.std():.4f}")
         print(f"| {fusion} | " + " | ".join(cells) + " |")
+    _print_compare_health(task.name, healths)
 
 
 def cmd_demo(args):
@@ -518,6 +597,25 @@ def _add_snr_grid_parser(sub):
     add_arguments(grid).set_defaults(func=cmd_snr_grid)
 
 
+def cmd_mbaf_ablation(args):
+    """The MBAF paper's ablations (Priyasad et al. 2021, section 6)."""
+    from mmfusion_keras.experiments import mbaf_ablation
+
+    args.command_line = "mmfusion " + " ".join(args.argv)
+    mbaf_ablation.run(args)
+
+
+def _add_mbaf_ablation_parser(sub):
+    from mmfusion_keras.experiments.mbaf_ablation import add_arguments
+
+    ablation = sub.add_parser(
+        "mbaf-ablation",
+        help="MBAF ablations: memory size, self/cross read, fused/per-modality "
+        "memory, write rule, over seeds (Priyasad et al. 2021, section 6)",
+    )
+    add_arguments(ablation).set_defaults(func=cmd_mbaf_ablation)
+
+
 def build_parser():
     from_tasks = ["digits-views", "speech-text", "avdigits"]
     parser = argparse.ArgumentParser(
@@ -592,6 +690,7 @@ def build_parser():
     demo.set_defaults(func=cmd_demo)
     _add_search_parser(sub)
     _add_snr_grid_parser(sub)
+    _add_mbaf_ablation_parser(sub)
     return parser
 
 

@@ -173,7 +173,7 @@ def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def model_memory_health(model, inputs=None, threshold=0.99):
+def model_memory_health(model, inputs=None, threshold=0.99, encoders=None):
     """`memory_health` of every memory of every memory layer of `model`.
 
     Args:
@@ -183,6 +183,10 @@ def model_memory_health(model, inputs=None, threshold=0.99):
             read entropy is measured on these inputs (inference mode, the
             memory is not written).
         threshold: see `memory_health`.
+        encoders: optional dict, a cache of the sub-models that compute
+            each memory layer's inputs (keyed by layer name). Pass the same
+            dict on repeated calls (e.g. once per epoch) so that the
+            sub-model, and its compiled predict function, is built once.
 
     Returns:
         A list with one dict per memory: the `memory_health` figures plus
@@ -195,7 +199,10 @@ def model_memory_health(model, inputs=None, threshold=0.99):
         memories = [keras.ops.convert_to_numpy(m) for m in layer.memories]
         reads = [None] * len(memories)
         if inputs is not None:
-            encoder = keras.Model(model.inputs, layer.input)
+            cache = {} if encoders is None else encoders
+            if layer.name not in cache:
+                cache[layer.name] = keras.Model(model.inputs, layer.input)
+            encoder = cache[layer.name]
             fusion_inputs = encoder.predict(inputs, verbose=0)
             report = layer.inspect(list(fusion_inputs))
             reads = _as_list(report["read_weights"])
@@ -210,6 +217,28 @@ def model_memory_health(model, inputs=None, threshold=0.99):
             health["name"] = layer.name if len(memories) == 1 else f"{layer.name}/{j}"
             reports.append(health)
     return reports
+
+
+def memory_health_summary(health, digits=4):
+    """A JSON-serializable copy of a `memory_health` dict, for model cards.
+
+    Keeps every scalar figure (and `name`, `layer`, `memory` when present),
+    rounds floats to `digits`, replaces NaN by None and the per-slot
+    `slot_norms` array by its summary (`norm_min`, `norm_mean`,
+    `norm_max`, already in the dict).
+    """
+
+    def clean(value):
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if isinstance(value, (float, np.floating)):
+            value = float(value)
+            return round(value, digits) if np.isfinite(value) else None
+        return value
+
+    return {key: clean(value) for key, value in health.items() if key != "slot_norms"}
 
 
 def describe_memory_health(health):

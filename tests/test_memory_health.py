@@ -85,7 +85,7 @@ def test_callback_logs_health_into_history():
         fusion_kwargs={"memory_slots": 5, "seed": 0},
         encoder_units=(4,),
     )
-    model.compile("adam", "sparse_categorical_crossentropy", run_eagerly=True)
+    model.compile("adam", "sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     x = {"a": rng.normal(size=(8, 4)), "b": rng.normal(size=(8, 3))}
     callback = MemoryHealthCallback(inputs=x)
@@ -110,3 +110,46 @@ def test_callback_needs_a_memory_layer():
         ),
         r"MemoryHealthCallback needs a model with a memory layer",
     )
+
+
+def test_summary_is_json_serializable():
+    import json
+
+    from mmfusion_keras.inspection import memory_health_summary
+
+    memory = np.eye(3, 4)
+    memory[2] = np.inf
+    health = memory_health(memory, np.full((2, 3), 1 / 3))
+    health["name"] = "fusion"
+    summary = memory_health_summary(health)
+    assert "slot_norms" not in summary
+    assert summary["finite"] is False and summary["name"] == "fusion"
+    assert summary["distinct_slots"] == 2 and summary["read_entropy"] == 1.0
+    assert json.loads(json.dumps(summary)) == summary
+    nan = memory_health_summary(memory_health(np.full((2, 3), np.nan)))
+    assert nan["norm_mean"] is None
+
+
+def test_model_memory_health_per_modality_memories():
+    from mmfusion_keras.inspection import model_memory_health
+    from mmfusion_keras.models import build_fusion_classifier
+
+    model = build_fusion_classifier(
+        {"a": 4, "b": 3},
+        2,
+        "mbaf",
+        fusion_kwargs={"memory_slots": 5, "memory": "per_modality", "seed": 0},
+        encoder_units=(4,),
+    )
+    rng = np.random.default_rng(0)
+    x = {"a": rng.normal(size=(6, 4)), "b": rng.normal(size=(6, 3))}
+    encoders = {}
+    reports = model_memory_health(model, x, encoders=encoders)
+    assert [r["name"] for r in reports] == ["fusion/0", "fusion/1"]
+    assert [r["slot_norms"].shape for r in reports] == [(5,), (5,)]
+    assert all(0.0 <= r["read_entropy"] <= 1.0 for r in reports)
+    assert list(encoders) == ["fusion"]
+    # The cached encoder is reused, not rebuilt.
+    first = encoders["fusion"]
+    model_memory_health(model, x, encoders=encoders)
+    assert encoders["fusion"] is first

@@ -12,12 +12,18 @@ from hypothesis import strategies as st
 from keras import ops
 from mbaf_reference import mbaf_batch
 from mbaf_reference import softmax
+from mbaf_reference import write_one
 
+from mmfusion_keras.inspection import memory_is_collapsed
+from mmfusion_keras.inspection import model_memory_health
 from mmfusion_keras.layers import MemoryBasedAttentiveFusion
-from mmfusion_keras.layers.memory_based_attentive_fusion import batch_memory_write
+from mmfusion_keras.layers.memory_based_attentive_fusion import safe_memory_write
 from mmfusion_keras.testing import run_layer_conformance
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+READINGS = ["softmax_features", "literal", "rescaled", "vector"]
+OLD = {"write": "soft", "composition_attention": "softmax_features"}
 rng = np.random.default_rng(0)
 A = rng.standard_normal((5, 3)).astype("float32")
 T = rng.standard_normal((5, 4)).astype("float32")
@@ -29,14 +35,34 @@ def _weights(layer, j=0):
     def np_(v):
         return ops.convert_to_numpy(v).astype("float64")
 
-    return {
+    weights = {
         "read_kernel": np_(layer.read_projections[j].kernel),
         "read_bias": np_(layer.read_projections[j].bias),
         "composer_kernel": np_(layer.composers[j].kernel),
         "composer_bias": np_(layer.composers[j].bias),
-        "attention_kernel": np_(layer.attentions[j].attentive_projection.kernel),
-        "transform_kernel": np_(layer.transforms[j].kernel),
     }
+    reading = layer.composition_attention
+    if reading == "vector":
+        weights["attentive_vector"] = np_(layer.attentions[j].attentive_vector)
+        weights["transform_vector"] = np_(layer.transforms[j])
+    else:
+        weights["transform_kernel"] = np_(layer.transforms[j].kernel)
+    if reading in ("softmax_features", "rescaled"):
+        weights["attention_kernel"] = np_(
+            layer.attentions[j].attentive_projection.kernel
+        )
+    return weights
+
+
+def _randomize(layer, seed=0):
+    """Non-trivial values for the vector reading's zero/one initial weights."""
+    r = np.random.default_rng(seed)
+    for unit in range(len(layer.memories)):
+        if layer.composition_attention == "vector":
+            v = layer.attentions[unit].attentive_vector
+            v.assign(r.uniform(-1.0, 1.0, v.shape).astype("float32"))
+            w = layer.transforms[unit]
+            w.assign(r.uniform(0.5, 1.5, w.shape).astype("float32"))
 
 
 def _memory(layer, j=0):
@@ -87,15 +113,49 @@ def _errors():
             lambda: MemoryBasedAttentiveFusion(read="cross", memory="per_modality"),
             r"cannot be combined with `memory='per_modality'`",
         ),
+        (
+            "write",
+            lambda: MemoryBasedAttentiveFusion(write="hard"),
+            r"argument `write`, expected one of \('selected', 'soft'\). "
+            r"Received: write='hard'",
+        ),
+        (
+            "composition_attention",
+            lambda: MemoryBasedAttentiveFusion(composition_attention="dot"),
+            r"argument `composition_attention`, expected one of "
+            r"\('softmax_features', 'literal', 'rescaled', 'vector'\). "
+            r"Received: composition_attention='dot'",
+        ),
+        (
+            "vector + composition_units",
+            lambda: MemoryBasedAttentiveFusion(
+                composition_attention="vector", composition_units=5
+            ),
+            r"expected composition_units=None. Received: composition_units=5",
+        ),
+        (
+            "zero-size training batch",
+            lambda: MemoryBasedAttentiveFusion(memory_slots=2)(
+                [A[:0], T[:0]], training=True
+            ),
+            r"cannot write a zero-size batch.*at least 1 sample. "
+            r"Received inputs of shapes \[\(0, 3\), \(0, 4\)\]",
+        ),
     ]
 
 
 @pytest.mark.parametrize(
     "kwargs,n_trainable,n_memories",
     [
-        ({"memory_slots": 4, "seed": 1}, 6, 1),
-        ({"memory_slots": 4, "read": "cross", "composition_units": 5}, 6, 1),
-        ({"memory_slots": 3, "memory": "per_modality"}, 12, 2),
+        # Defaults: selected write, literal Eq. 5-6 (no attention weights).
+        ({"memory_slots": 4, "seed": 1}, 5, 1),
+        ({"memory_slots": 4, "read": "cross", "composition_units": 5, **OLD}, 6, 1),
+        (
+            {"memory_slots": 3, "memory": "per_modality"}
+            | {"composition_attention": "vector"},
+            12,
+            2,
+        ),
     ],
 )
 def test_conformance(kwargs, n_trainable, n_memories):
@@ -105,7 +165,7 @@ def test_conformance(kwargs, n_trainable, n_memories):
         [(None, 3), (None, 4)],
         expected_output_shape=(None, 7),
         expected_num_trainable_weights=n_trainable,
-        expected_num_non_trainable_weights=n_memories,
+        expected_num_non_trainable_weights=n_memories + 1,  # + skipped_writes
         error_cases=_errors(),
     )
 
@@ -113,23 +173,33 @@ def test_conformance(kwargs, n_trainable, n_memories):
 def test_three_modalities_conformance():
     run_layer_conformance(
         MemoryBasedAttentiveFusion,
-        {"memory_slots": 2, "read": "cross"},
+        {"memory_slots": 2, "read": "cross", "composition_attention": "rescaled"},
         [(None, 2), (None, 3), (None, 1)],
         expected_output_shape=(None, 6),
         expected_num_trainable_weights=6,
-        expected_num_non_trainable_weights=1,
+        expected_num_non_trainable_weights=2,
         run_mixed_precision=False,
     )
 
 
+@pytest.mark.parametrize("write", ["soft", "selected"])
+@pytest.mark.parametrize("reading", READINGS)
 @pytest.mark.parametrize("read", ["self", "cross"])
-def test_matches_numpy_reference(read):
-    layer = MemoryBasedAttentiveFusion(memory_slots=6, read=read, seed=3)
+def test_matches_numpy_reference(read, reading, write):
+    if read == "cross" and (reading, write) != ("literal", "selected"):
+        pytest.skip("cross read: one combination is enough")
+    layer = MemoryBasedAttentiveFusion(
+        memory_slots=6, read=read, seed=3, write=write, composition_attention=reading
+    )
+    layer.build([A.shape, T.shape])
+    _randomize(layer)
     out = ops.convert_to_numpy(layer([A, T], training=False))
     x = np.concatenate([A, T], axis=-1).astype("float64")
     xc = np.concatenate([T, A], axis=-1).astype("float64") if read == "cross" else x
     memory = _memory(layer)
-    ref_out, ref_memory, ref_z, ref_alpha = mbaf_batch(x, xc, memory, _weights(layer))
+    ref_out, ref_memory, ref_z, ref_alpha, _ = mbaf_batch(
+        x, xc, memory, _weights(layer), reading, write
+    )
     np.testing.assert_allclose(out, ref_out, atol=1e-5)
     # Inference leaves the memory alone; training writes Eq. 8.
     np.testing.assert_array_equal(_memory(layer), memory)
@@ -144,19 +214,25 @@ def test_matches_numpy_reference(read):
     assert not np.allclose(_memory(layer), memory)
 
 
-def test_per_modality_matches_reference():
+@pytest.mark.parametrize("reading,write", [("literal", "selected"), ("vector", "soft")])
+def test_per_modality_matches_reference(reading, write):
     # Same seed, same initial memories; `untouched` is never written.
+    kwargs = {"write": write, "composition_attention": reading}
     untouched = MemoryBasedAttentiveFusion(
-        memory_slots=4, memory="per_modality", seed=2
+        memory_slots=4, memory="per_modality", seed=2, **kwargs
     )
     untouched.build([A.shape, T.shape])
-    layer = MemoryBasedAttentiveFusion(memory_slots=4, memory="per_modality", seed=2)
+    layer = MemoryBasedAttentiveFusion(
+        memory_slots=4, memory="per_modality", seed=2, **kwargs
+    )
+    layer.build([A.shape, T.shape])
+    _randomize(layer)
     out = ops.convert_to_numpy(layer([A, T], training=True))
     outs = []
     for j, x in enumerate([A, T]):  # Eq. 13: x = x_i, one memory each
         x = x.astype("float64")
-        ref_out, ref_memory, _, _ = mbaf_batch(
-            x, x, _memory(untouched, j), _weights(layer, j)
+        ref_out, ref_memory, _, _, _ = mbaf_batch(
+            x, x, _memory(untouched, j), _weights(layer, j), reading, write
         )
         outs.append(ref_out)
         np.testing.assert_allclose(_memory(layer, j), ref_memory, atol=1e-5)
@@ -170,21 +246,79 @@ def test_per_modality_matches_reference():
     slots=st.integers(min_value=1, max_value=5),
     sharp=st.floats(min_value=0.1, max_value=20.0),
     seed=st.integers(min_value=0, max_value=2**16),
+    write=st.sampled_from(["soft", "selected"]),
 )
-def test_batch_write_equals_sequential_loop(batch, slots, sharp, seed):
+def test_batch_write_equals_sequential_loop(batch, slots, sharp, seed, write):
     r = np.random.default_rng(seed)
-    memory = r.standard_normal((slots, 3))
-    z = softmax(sharp * r.standard_normal((batch, slots)))
-    h = r.standard_normal((batch, 3))
-    expected = memory.copy()
+    memory = r.standard_normal((slots, 3)).astype("float32")
+    z = softmax(sharp * r.standard_normal((batch, slots))).astype("float32")
+    h = r.standard_normal((batch, 3)).astype("float32")
+    expected = memory.astype("float64")
     for s in range(batch):  # Eq. 8, sample by sample
-        expected = expected * (1.0 - z[s])[:, None] + np.outer(z[s], h[s])
-    got = batch_memory_write(
-        ops.convert_to_tensor(memory.astype("float32")),
-        ops.convert_to_tensor(z.astype("float32")),
-        ops.convert_to_tensor(h.astype("float32")),
+        expected, _ = write_one(expected, z[s].astype("float64"), h[s], write)
+    got, skipped = safe_memory_write(
+        ops.convert_to_tensor(memory),
+        ops.convert_to_tensor(z),
+        ops.convert_to_tensor(h),
+        write,
     )
+    if write == "selected":  # a copy of rows: exact
+        np.testing.assert_array_equal(ops.convert_to_numpy(got), expected)
     np.testing.assert_allclose(ops.convert_to_numpy(got), expected, atol=1e-5)
+    assert float(ops.convert_to_numpy(skipped)) == 0.0
+
+
+def test_selected_write_later_sample_overwrites_earlier():
+    memory = np.zeros((3, 2), "float32")
+    z = np.array([[0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.1, 0.7, 0.2]], "float32")
+    h = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]], "float32")
+    got, _ = safe_memory_write(memory, z, h, "selected")
+    # Slot 1 is selected by samples 0 and 2: the later one stays; slot 0 is
+    # never selected and keeps its value.
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(got), [[0.0, 0.0], [3.0, 3.0], [2.0, 2.0]]
+    )
+
+
+@pytest.mark.parametrize("write", ["soft", "selected"])
+def test_non_finite_sample_skips_its_write(write):
+    layer = MemoryBasedAttentiveFusion(memory_slots=4, seed=5, write=write)
+    layer.build([A.shape, T.shape])
+    before = _memory(layer)
+    bad = A.copy()
+    bad[2, 1] = np.nan
+    bad[4, 0] = np.inf
+    layer([bad, T], training=True)
+    after = _memory(layer)
+    assert np.isfinite(after).all()
+    # Equal to writing the finite samples only (the reference skips the others).
+    x = np.concatenate([bad, T], axis=-1).astype("float64")
+    _, ref_memory, _, _, skipped = mbaf_batch(
+        x, x, before, _weights(layer), layer.composition_attention, write
+    )
+    assert skipped == 2
+    np.testing.assert_allclose(after, ref_memory, atol=1e-5)
+    assert float(ops.convert_to_numpy(layer.skipped_writes)) == 2.0
+    # A batch made of one non-finite sample leaves the memory as it was.
+    layer([bad[2:3], T[2:3]], training=True)
+    np.testing.assert_array_equal(_memory(layer), after)
+    assert float(ops.convert_to_numpy(layer.skipped_writes)) == 3.0
+
+
+def test_fit_with_a_nan_sample_keeps_memory_finite():
+    model = _model()
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    layer = model.get_layer("fusion")
+    bad = A.copy()
+    bad[1, 0] = np.nan
+    before = _memory(layer)
+    # First batch: samples 0-1 (one NaN), then the NaN loss makes every
+    # weight NaN, so every later write is skipped too.
+    model.fit([bad, T], np.array([0, 1, 0, 1, 1]), batch_size=2, epochs=2, verbose=0)
+    after = _memory(layer)
+    assert np.isfinite(after).all()
+    assert not np.allclose(after, before)  # sample 0 of the first batch wrote
+    assert float(ops.convert_to_numpy(layer.skipped_writes)) >= 1.0
 
 
 def _model(**kwargs):
@@ -348,3 +482,87 @@ def test_jax_data_parallel_memory_matches_single_device(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK 2" in result.stdout
+
+
+# Table 3 of the paper: (NF parameters, MBAF parameters, fused width l, batch
+# size q of that experiment, section 4).
+TABLE_3 = {
+    "F-II": (63_314_818, 204_452_098, 6848, 64),
+    "F-III": (43_654_018, 184_791_298, 6848, 64),
+    "F-IV-VI": (11_448_323, 14_628_867, 1024, 32),
+}
+
+
+def test_vector_reading_matches_table_3_parameter_counts():
+    # MBAF - NF in Table 3 is exactly 3 l^2 + (q + 2) l for every row with a
+    # known batch size (F-I, not listed, gives 3 l^2 + 70 l). 3 l^2 is
+    # exactly f_r (l x l) and f_c (2l x l): a u x u attention matrix W_a and
+    # an l x l transform w would add 2 l^2 more, so b_hat and w are vectors.
+    for nf, mbaf, width, batch in TABLE_3.values():
+        assert mbaf - nf == 3 * width**2 + (batch + 2) * width
+    # Our readings, for a small l: the vector reading has 3 l^2 + O(l)
+    # weights, the matrix readings 5 l^2 + O(l).
+    width, k = 7, 4
+    counts = {}
+    for reading in READINGS:
+        layer = MemoryBasedAttentiveFusion(
+            memory_slots=k, composition_attention=reading
+        )
+        layer.build([(None, 3), (None, 4)])
+        counts[reading] = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
+    # f_r: l^2 + l; f_c: 2 l^2 + l; b_hat: l; w: l.
+    assert counts["vector"] == 3 * width**2 + 4 * width
+    # The literal reading has no attention weights: f_r, f_c and an l x l w.
+    assert counts["literal"] == 4 * width**2 + 2 * width
+    matrix = 5 * width**2 + 2 * width
+    assert counts["softmax_features"] == counts["rescaled"] == matrix
+
+
+def test_file_saved_before_the_readings_loads_with_the_old_readings():
+    # Saved (JAX) with the layer as it was before `write` and
+    # `composition_attention` existed: soft write, c = alpha * b.
+    data = np.load(os.path.join(DATA, "mbaf_saved_before_readings.npz"))
+    model = keras.saving.load_model(
+        os.path.join(DATA, "mbaf_saved_before_readings.keras"), compile=False
+    )
+    layer = model.get_layer("fusion")
+    assert (layer.write, layer.composition_attention) == ("soft", "softmax_features")
+    np.testing.assert_array_equal(_memory(layer), data["memory"])
+    assert float(ops.convert_to_numpy(layer.skipped_writes)) == 0.0
+    out = model.predict([data["a"], data["t"]], verbose=0)
+    np.testing.assert_allclose(out, data["expected"], atol=1e-6)
+
+
+def test_old_config_without_the_new_keys_means_the_old_readings():
+    config = MemoryBasedAttentiveFusion(memory_slots=3).get_config()
+    del config["write"], config["composition_attention"]
+    old = MemoryBasedAttentiveFusion.from_config(config)
+    assert (old.write, old.composition_attention) == ("soft", "softmax_features")
+    new = MemoryBasedAttentiveFusion.from_config(
+        MemoryBasedAttentiveFusion(memory_slots=3).get_config()
+    )
+    assert (new.write, new.composition_attention) == ("selected", "literal")
+
+
+def _clustered(n, seed):
+    """Two views of 8 well-separated classes (the task of issue #13)."""
+    r = np.random.default_rng(seed)
+    centers = np.random.default_rng(99).standard_normal((8, 12)) * 3.0
+    y = r.integers(0, 8, n)
+    views = centers[y] + 0.5 * r.standard_normal((n, 12))
+    return [views[:, :6].astype("float32"), views[:, 6:].astype("float32")], y
+
+
+def test_default_layer_keeps_its_memory_alive_on_a_clustered_task():
+    keras.utils.set_random_seed(0)
+    a, t = keras.Input((6,)), keras.Input((6,))
+    encoded = [keras.layers.Dense(16, activation="relu")(v) for v in (a, t)]
+    fused = MemoryBasedAttentiveFusion(memory_slots=10, seed=0, name="fusion")(encoded)
+    model = keras.Model([a, t], keras.layers.Dense(8, activation="softmax")(fused))
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = _clustered(320, 0)
+    model.fit(x, y, batch_size=32, epochs=6, verbose=0)
+    x_test, y_test = _clustered(96, 1)
+    (health,) = model_memory_health(model, x_test)
+    assert not memory_is_collapsed(health), health
+    assert model.evaluate(x_test, y_test, verbose=0)[1] > 0.5
