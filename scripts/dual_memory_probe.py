@@ -11,6 +11,14 @@
     # sharpness and median temperature.
     python scripts/dual_memory_probe.py speech-text --epochs 10
 
+    # The writer on a clustered two-view task (8 classes, two 32-d views,
+    # 1024 samples, Dense encoders, 30 slots, batch 32, Adam 1e-3): what one
+    # write does to the rows of [M; x] stage by stage at initialization
+    # (mean row norm, mean pairwise cosine, attention entropy), then memory
+    # health per epoch (distinct slots, read entropy, mean norm, mean cosine).
+    python scripts/dual_memory_probe.py writer --selection soft --block post_norm
+    python scripts/dual_memory_probe.py writer --selection straight_through --block rezero
+
 `--no-noise` replaces the Gumbel noise by zeros, `--no-write` keeps the
 memories fixed (the writer returns the old memory); both are diagnostics,
 not options of the layer.
@@ -104,6 +112,95 @@ def _speech_text(args):
     print(f"Eq. 4 loss of the next write: {report['similarity_loss']:.3f}")
 
 
+def _mean_cosine(x):
+    import numpy as np
+
+    x = np.asarray(x, "float64")
+    u = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+    s = u @ u.T
+    return (s.sum() - np.trace(s)) / (len(x) * (len(x) - 1))
+
+
+def _writer_stages(layer, j, memory, x):
+    """Norm and mean cosine of the rows after each stage of one write."""
+    import numpy as np
+    from keras import ops
+
+    attention, norm_1, hidden, out, norm_2, top_k = layer.writers[j]
+    scales = (1.0, 1.0)
+    if layer.writer_block == "rezero":
+        scales = tuple(ops.convert_to_numpy(layer.writer_scales[j]))
+    h0 = ops.expand_dims(ops.concatenate([ops.convert_to_tensor(memory), x], 0), 0)
+    a, scores = attention(h0, h0, return_attention_scores=True)
+    h1 = norm_1(h0 + scales[0] * a)
+    f = out(hidden(h1))
+    h2 = norm_2(h1 + scales[1] * f)
+    stages = {"input": h0, "attention": a, "norm_1": h1, "ffn": f, "norm_2": h2}
+    stages["top_k"] = top_k(h2)
+    report = {
+        name: (
+            round(float(np.linalg.norm(ops.convert_to_numpy(v)[0], axis=1).mean()), 2),
+            round(float(_mean_cosine(ops.convert_to_numpy(v)[0])), 3),
+        )
+        for name, v in stages.items()
+    }
+    z = ops.convert_to_numpy(scores)[0]
+    entropy = np.mean(-np.sum(z * np.log(z + 1e-12), -1)) / np.log(z.shape[-1])
+    report["attention entropy / uniform"] = round(float(entropy), 3)
+    return report
+
+
+def _writer(args):
+    import keras
+    import numpy as np
+
+    from mmfusion_keras.inspection import memory_health
+    from mmfusion_keras.layers import DualMemoryFusion
+
+    keras.utils.set_random_seed(0)
+    r = np.random.default_rng(0)
+    centers = r.standard_normal((2, 8, 32)) * 2
+    y = r.integers(0, 8, 1024)
+    a = (centers[0][y] + r.standard_normal((1024, 32))).astype("float32")
+    t = (centers[1][y] + r.standard_normal((1024, 32))).astype("float32")
+    inputs = [keras.Input((32,)), keras.Input((32,))]
+    encoded = [keras.layers.Dense(32, activation="relu")(i) for i in inputs]
+    layer = DualMemoryFusion(
+        memory_slots=args.slots,
+        output_dim=128,
+        seed=0,
+        writer_selection=args.selection,
+        writer_block=args.block,
+    )
+    hidden = keras.layers.Dense(64, activation="relu")(layer(encoded))
+    model = keras.Model(inputs, keras.layers.Dense(8, activation="softmax")(hidden))
+    encoder = keras.Model(inputs, encoded)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = encoder.predict([a[:32], t[:32]], verbose=0)
+    memory = keras.ops.convert_to_numpy(layer.memories[0])
+    print("one write at initialization, (mean norm, mean cosine) of the rows:")
+    print(_writer_stages(layer, 0, memory, x[0]))
+    for epoch in range(args.epochs):
+        h = model.fit([a[:768], t[:768]], y[:768], batch_size=32, verbose=0)
+        report = layer.inspect(encoder.predict([a[768:], t[768:]], verbose=0))
+        health = [
+            memory_health(m, z)
+            for m, z in zip(report["memory"], report["read_weights"])
+        ]
+        print(
+            f"epoch {epoch + 1}: train accuracy {h.history['accuracy'][-1]:.3f}; "
+            + "; ".join(
+                f"{name}: {v['distinct_slots']}/{v['slots']} distinct, read entropy "
+                f"{v['read_entropy']:.2f}, mean norm {v['norm_mean']:.2f}, mean "
+                f"cosine {_mean_cosine(m):.3f}"
+                for name, v, m in zip(("M_a", "M_t"), health, report["memory"])
+            ),
+            flush=True,
+        )
+    accuracy = model.evaluate([a[768:], t[768:]], y[768:], verbose=0)[1]
+    print(f"test accuracy {accuracy:.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="probe", required=True)
@@ -113,8 +210,19 @@ def main():
     synthetic.add_argument("--no-write", action="store_true")
     speech = sub.add_parser("speech-text")
     speech.add_argument("--epochs", type=int, default=10)
+    writer = sub.add_parser("writer")
+    writer.add_argument(
+        "--selection",
+        default="straight_through",
+        choices=["soft", "hard", "straight_through"],
+    )
+    writer.add_argument("--block", default="rezero", choices=["post_norm", "rezero"])
+    writer.add_argument("--slots", type=int, default=30)
+    writer.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
-    _synthetic(args) if args.probe == "synthetic" else _speech_text(args)
+    {"synthetic": _synthetic, "speech-text": _speech_text, "writer": _writer}[
+        args.probe
+    ](args)
 
 
 if __name__ == "__main__":

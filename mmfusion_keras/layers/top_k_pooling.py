@@ -20,7 +20,12 @@ class TopKPooling(keras.layers.Layer):
     As `tau -> 0`, `P` becomes the one-hot rows of the top-k indices and
     `X'` the hard gPool output `X[idx] * sigmoid(y[idx])`; `temperature=0`
     computes that hard output exactly (the selection then gets no gradient,
-    only the gates do). The scores are normalized by `||p||`, so they are on
+    only the gates do). `straight_through=True` keeps both: the forward pass
+    is the hard selection (the kept vectors themselves, no blend), and the
+    backward pass uses SoftSort's gradient at `temperature`
+    (`P = P_soft + stop_gradient(P_hard - P_soft)`, the straight-through
+    estimator of Bengio, Leonard, Courville 2013, as in the Gumbel-softmax
+    paper's "straight-through" variant). The scores are normalized by `||p||`, so they are on
     the scale of the inputs' projections (about unit scale for normalized
     inputs) and `tau` is in the same units: differences of scores much
     smaller than `tau` are blurred together, much larger ones are not.
@@ -36,6 +41,9 @@ class TopKPooling(keras.layers.Layer):
         temperature: non-negative float, the SoftSort temperature `tau`.
             Default 1.0. `0` gives the hard gPool selection (the kept
             vectors themselves, no gradient through the selection).
+        straight_through: bool. True: hard selection in the forward pass,
+            SoftSort gradient (at `temperature`, which must then be > 0) in
+            the backward pass. Default False (older files load as before).
         kernel_initializer: initializer of the projection `p`. Default
             "glorot_uniform".
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
@@ -70,7 +78,12 @@ class TopKPooling(keras.layers.Layer):
     """
 
     def __init__(
-        self, k, temperature=1.0, kernel_initializer="glorot_uniform", **kwargs
+        self,
+        k,
+        temperature=1.0,
+        kernel_initializer="glorot_uniform",
+        straight_through=False,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
@@ -89,8 +102,19 @@ class TopKPooling(keras.layers.Layer):
                 "expected a non-negative finite number (0 for the hard "
                 f"selection). Received: temperature={temperature}"
             )
+        if not isinstance(straight_through, bool):
+            raise ValueError(
+                "Received an invalid value for argument `straight_through`, "
+                f"expected a bool. Received: straight_through={straight_through!r}"
+            )
+        if straight_through and temperature == 0:
+            raise ValueError(
+                "`straight_through=True` takes its backward pass from SoftSort "
+                "and needs a positive `temperature`. Received: temperature=0"
+            )
         self.k = k
         self.temperature = float(temperature)
+        self.straight_through = straight_through
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _describe(self):
@@ -125,16 +149,20 @@ class TopKPooling(keras.layers.Layer):
         norm = ops.sqrt(ops.sum(ops.square(kernel)) + 1e-12)
         scores = ops.einsum("bnd,d->bn", inputs, kernel) / norm  # Eq. 2: y
         top_scores, indices = ops.top_k(scores, self.k)  # Eq. 2: idx
+        # Hard gather as a product with one-hot rows: differentiable in
+        # `inputs` and the same on every backend.
+        hard = ops.one_hot(indices, ops.shape(inputs)[1], dtype=inputs.dtype)
         if self.temperature > 0:
             # SoftSort rows: P_ij = softmax_j(-|v_i - y_j| / tau), (b, k, N).
             distances = ops.abs(
                 ops.expand_dims(top_scores, -1) - ops.expand_dims(scores, 1)
             )
             selection = ops.softmax(-distances / self.temperature, axis=-1)
+            if self.straight_through:
+                # Forward: the one-hot rows; backward: SoftSort's gradient.
+                selection = selection + ops.stop_gradient(hard - selection)
         else:
-            # Hard gather as a product with one-hot rows: differentiable in
-            # `inputs` and the same on every backend.
-            selection = ops.one_hot(indices, ops.shape(inputs)[1], dtype=inputs.dtype)
+            selection = hard
         kept = ops.matmul(selection, inputs)  # (batch, k, d)
         outputs = kept * ops.expand_dims(ops.sigmoid(top_scores), -1)  # Eq. 2
         if return_scores:
@@ -161,6 +189,7 @@ class TopKPooling(keras.layers.Layer):
             **super().get_config(),
             "k": self.k,
             "temperature": self.temperature,
+            "straight_through": self.straight_through,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
 

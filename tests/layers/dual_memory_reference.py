@@ -98,3 +98,47 @@ def dual_memory_forward(x_a, x_t, memory_a, memory_t, p, noise=(None, None)):
     f_1 = batch_norm_inference(a_1, *p["bn_1"])
     f_2 = batch_norm_inference(a_2, *p["bn_2"])
     return (f_1 + f_2) / 2, (z_a, z_t), (tau_a, tau_t)
+
+
+def layer_norm(x, gamma, beta, eps=1e-3):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return gamma * (x - mean) / np.sqrt(var + eps) + beta
+
+
+def multi_head_attention(h, w):
+    """Self-attention over the rows of `h` `(N, d)`, one head at a time.
+
+    `w` holds Keras's MultiHeadAttention weights: `query`, `key`, `value`
+    (kernel `(d, heads, key_dim)`, bias `(heads, key_dim)`) and `output`
+    (kernel `(heads, key_dim, d)`, bias `(d,)`).
+    """
+    heads = w["query"][0].shape[1]
+    out = np.tile(w["output"][1], (len(h), 1)).astype("float64")
+    for head in range(heads):
+        q, k, v = (
+            h @ w[name][0][:, head, :] + w[name][1][head]
+            for name in ("query", "key", "value")
+        )
+        scores = softmax(q @ k.T / np.sqrt(q.shape[-1]))  # (N, N)
+        out += (scores @ v) @ w["output"][0][head]
+    return out
+
+
+def writer(memory, x, w, selection="soft", temperature=1.0, block="post_norm"):
+    """The writer of one memory: transformer block over `[M; x]`, top-k.
+
+    `selection`: "soft" (SoftSort at `temperature`), "hard" or
+    "straight_through" (both the hard selection in the forward pass).
+    `block`: "post_norm" (`LN(h + Attn(h))`, `LN(h + FFN(h))`) or
+    "rezero" (the branches times the learned scales `w["scales"]`).
+    Returns the new memory `(n, d)`.
+    """
+    h = np.concatenate([memory, x], axis=0)  # (n + m, d)
+    scales = w["scales"] if block == "rezero" else (1.0, 1.0)
+    h = layer_norm(h + scales[0] * multi_head_attention(h, w), *w["norm_1"])
+    hidden = np.maximum(h @ w["hidden"][0] + w["hidden"][1], 0.0)
+    h = layer_norm(h + scales[1] * (hidden @ w["out"][0] + w["out"][1]), *w["norm_2"])
+    t = temperature if selection == "soft" else 0.0
+    new_memory, _ = top_k_pooling(h, w["top_k"], len(memory), t)
+    return new_memory

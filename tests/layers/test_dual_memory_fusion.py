@@ -4,12 +4,15 @@ import pytest
 from dual_memory_reference import dual_memory_forward
 from dual_memory_reference import gumbel_read
 from dual_memory_reference import mean_pairwise_cosine
+from dual_memory_reference import writer as reference_writer
 from keras import ops
 
 from mmfusion_keras.layers import DualMemoryFusion
+from mmfusion_keras.layers.dual_memory_fusion import LEGACY_WRITER
 from mmfusion_keras.layers.dual_memory_fusion import (
     mean_pairwise_cosine as layer_mean_pairwise_cosine,
 )
+from mmfusion_keras.testing import assert_raises_with_message
 from mmfusion_keras.testing import fusion_input_error_cases
 from mmfusion_keras.testing import run_layer_conformance
 
@@ -72,14 +75,39 @@ def _errors():
             lambda: DualMemoryFusion(similarity_loss_weight=-1),
             r"`similarity_loss_weight`, expected a non-negative number",
         ),
+        (
+            "writer_selection",
+            lambda: DualMemoryFusion(writer_selection="top"),
+            r"argument `writer_selection`, expected one of \['soft', 'hard', "
+            r"'straight_through'\]. Received: writer_selection='top'",
+        ),
+        (
+            "writer_block",
+            lambda: DualMemoryFusion(writer_block="pre_norm"),
+            r"argument `writer_block`, expected one of \['post_norm', 'rezero'\]. "
+            r"Received: writer_block='pre_norm'",
+        ),
+        (
+            "writer_temperature",
+            lambda: DualMemoryFusion(writer_temperature=0),
+            r"argument `writer_temperature`, expected a positive finite number.*"
+            r"Received: writer_temperature=0",
+        ),
+        (
+            "empty batch",
+            lambda: DualMemoryFusion(**SMALL)([x[:0], x[:0]], training=True),
+            r"DualMemoryFusion.*received an empty batch \(0 examples\).*"
+            r"Received input shapes \[\(0, 3\), \(0, 3\)\]",
+        ),
     ]
 
 
 def test_conformance():
     # Trainable: 2 temperature Dense (kernel, bias), 2 composer attentions,
     # 2 batch norms (gamma, beta), and per writer 8 attention + 2 x 2 layer
-    # norm + 2 x 2 feed-forward + 1 top-k kernel. Non-trainable: hashes and
-    # signs of the pooling (4), moving statistics (4), the two memories.
+    # norm + 2 x 2 feed-forward + 1 top-k kernel + the ReZero scales.
+    # Non-trainable: hashes and signs of the pooling (4), moving statistics
+    # (4), the two memories and the count of skipped (non-finite) writes.
     # The writer learns only from the Eq. 4 loss, which the conformance
     # gradient probe (output only) does not see: gradients are checked in
     # test_one_fit_step_trains_every_sub_module and
@@ -89,8 +117,8 @@ def test_conformance():
         {**SMALL, "seed": 1},
         [(None, 6), (None, 6)],
         expected_output_shape=(None, 16),
-        expected_num_trainable_weights=4 + 2 + 4 + 2 * 17,
-        expected_num_non_trainable_weights=4 + 4 + 2,
+        expected_num_trainable_weights=4 + 2 + 4 + 2 * 18,
+        expected_num_non_trainable_weights=4 + 4 + 2 + 1,
         expected_num_seed_generators=1,
         run_gradients=False,
         error_cases=_errors(),
@@ -211,12 +239,15 @@ def _model(**kwargs):
     return keras.Model([a, t], outputs), fusion
 
 
-def test_one_fit_step_trains_every_sub_module():
-    model, fusion = _model()
+@pytest.mark.parametrize("legacy", [False, True])
+def test_fit_steps_train_every_sub_module(legacy):
+    model, fusion = _model(**(LEGACY_WRITER if legacy else {}))
     model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
     before = {v.path: np_(v) for v in model.trainable_variables}
     labels = np.arange(5) % 3
-    model.fit([A, T], labels, batch_size=5, epochs=1, verbose=0)
+    # Two steps: the ReZero scales start at 0, so the writer's attention
+    # and feed-forward get their first gradient in the second step.
+    model.fit([A, T], labels, batch_size=5, epochs=2, verbose=0)
     changed = {
         path: not np.allclose(np_(v), before[path], atol=1e-7)
         for path, v in ((v.path, v) for v in model.trainable_variables)
@@ -239,20 +270,32 @@ def test_one_fit_step_trains_every_sub_module():
             assert c, f"{p} did not change"
 
 
-@pytest.mark.parametrize("weight", [0.0, 1.0])
-def test_top_k_scorer_learns_from_similarity_loss(weight):
+@pytest.mark.parametrize(
+    "weight,selection",
+    [
+        (0.0, "straight_through"),
+        (1.0, "straight_through"),
+        (1.0, "soft"),
+        (1.0, "hard"),
+    ],
+)
+def test_top_k_scorer_learns_from_similarity_loss(weight, selection):
     # The writer's output reaches the step's loss only through Eq. 4 (the
     # memory is assigned without gradient), so the scorer kernels move in a
-    # fit step exactly when the Eq. 4 loss is on.
-    model, fusion = _model(similarity_loss_weight=weight)
+    # fit step exactly when the Eq. 4 loss is on and the selection passes a
+    # gradient (SoftSort, or its straight-through use); the hard selection
+    # passes none (Eq. 4 is blind to the sigmoid gates).
+    model, fusion = _model(similarity_loss_weight=weight, writer_selection=selection)
     model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
     scorers = [writer[-1].kernel for writer in fusion.writers]
     before = [np_(k) for k in scorers]
     model.fit([A, T], np.arange(5) % 3, batch_size=5, epochs=1, verbose=0)
     for kernel, b in zip(scorers, before):
         moved = np.abs(np_(kernel) - b).max()
-        if weight:
+        if weight and selection != "hard":
             assert moved > 1e-6, kernel.path
+        elif weight:  # only through the gates: zero up to rounding
+            assert moved < 1e-7, kernel.path
         else:
             assert moved == 0.0, kernel.path
 
@@ -285,3 +328,144 @@ def test_memory_dim_projects_different_widths():
     assert tuple(out.shape) == (5, 16)
     assert [tuple(m.shape) for m in layer.memories] == [(4, 8), (4, 8)]
     assert layer.get_config()["memory_dim"] == 8
+
+
+def _writer_weights(layer, j):
+    attention, norm_1, hidden, out, norm_2, top_k = layer.writers[j]
+
+    def pair(d):
+        return np_(d.kernel), np_(d.bias)
+
+    w = {
+        name: pair(getattr(attention, f"_{name}_dense"))
+        for name in ("query", "key", "value", "output")
+    }
+    w["norm_1"] = (np_(norm_1.gamma), np_(norm_1.beta))
+    w["norm_2"] = (np_(norm_2.gamma), np_(norm_2.beta))
+    w["hidden"], w["out"] = pair(hidden), pair(out)
+    w["top_k"] = np_(top_k.kernel)
+    if layer.writer_scales:
+        w["scales"] = np_(layer.writer_scales[j])
+    return w
+
+
+@pytest.mark.parametrize(
+    "selection,block",
+    [
+        ("soft", "post_norm"),
+        ("hard", "post_norm"),
+        ("straight_through", "rezero"),
+        ("soft", "rezero"),
+    ],
+)
+def test_batch_write_matches_numpy_writer(selection, block):
+    layer = _layer(writer_selection=selection, writer_block=block)
+    for scales in layer.writer_scales:  # off zero, so the branches count
+        scales.assign(np.array([0.7, -0.4], "float32"))
+    before = [np_(m) for m in layer.memories]
+    weights = [_writer_weights(layer, j) for j in (0, 1)]
+    layer([A, T], training=True)
+    for j, x in enumerate((A, T)):
+        expected = reference_writer(
+            before[j],
+            x.astype("float64"),
+            weights[j],
+            selection=selection,
+            temperature=layer.writer_temperature,
+            block=block,
+        )
+        np.testing.assert_allclose(np_(layer.memories[j]), expected, atol=2e-4)
+    # The selected slots of the hard forward pass are rows of the
+    # transformed [M; x], not blends: no two slots are the same vector.
+    if selection != "soft":
+        memory = np_(layer.memories[0])
+        unit = memory / np.linalg.norm(memory, axis=1, keepdims=True)
+        cosine = unit @ unit.T - 2 * np.eye(len(unit))
+        assert cosine.max() < 0.99
+
+
+def test_gumbel_noise_statistics():
+    # Standard Gumbel: mean = Euler's gamma 0.5772, variance pi^2 / 6. With
+    # 100000 draws the standard error is 0.004 on the mean, about 0.015 on
+    # the variance; zeros, a flipped sign or a uniform draw all fail.
+    layer = DualMemoryFusion(**SMALL, seed=11)
+    g = np_(layer._gumbel_noise((200, 500))).ravel()
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g.mean(), 0.5772, atol=0.02)
+    np.testing.assert_allclose(g.var(), np.pi**2 / 6, atol=0.08)
+    # Skewed to the right like a Gumbel (skewness 1.14), not symmetric.
+    skew = np.mean((g - g.mean()) ** 3) / g.std() ** 3
+    np.testing.assert_allclose(skew, 1.14, atol=0.2)
+
+
+def test_training_reads_are_random_inference_reads_are_not():
+    layer = _layer()
+    inputs = [ops.convert_to_tensor(A), ops.convert_to_tensor(T)]
+    train_1 = layer._forward(inputs, training=True)["read_weights"]
+    train_2 = layer._forward(inputs, training=True)["read_weights"]
+    infer_1 = layer._forward(inputs, training=False)["read_weights"]
+    infer_2 = layer._forward(inputs, training=False)["read_weights"]
+    for j in (0, 1):
+        assert not np.allclose(np_(train_1[j]), np_(train_2[j]), atol=1e-3)
+        np.testing.assert_array_equal(np_(infer_1[j]), np_(infer_2[j]))
+        assert not np.allclose(np_(train_1[j]), np_(infer_1[j]), atol=1e-3)
+
+
+def test_non_finite_write_is_skipped_and_counted():
+    layer = _layer()
+    before = [np_(m) for m in layer.memories]
+    bad = A.copy()
+    bad[2, 1] = np.nan
+    layer([bad, T], training=True)
+    # The audio memory's write saw the NaN: skipped. The text one did not.
+    np.testing.assert_array_equal(np_(layer.memories[0]), before[0])
+    assert not np.allclose(np_(layer.memories[1]), before[1])
+    assert float(np_(layer.skipped_writes)) == 1.0
+    inf = T.copy()
+    inf[0, 0] = np.inf
+    layer([A, inf], training=True)
+    assert all(np.all(np.isfinite(np_(m))) for m in layer.memories)
+    assert float(np_(layer.skipped_writes)) == 2.0
+
+
+def test_fit_with_one_nan_sample_keeps_both_memories():
+    model, fusion = _model()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    before = [np_(m) for m in fusion.memories]
+    a, t = A.copy(), T.copy()
+    a[3, 0] = np.nan
+    t[3, 2] = np.nan
+    model.fit([a, t], np.arange(5) % 3, batch_size=5, epochs=1, verbose=0)
+    for m, b in zip(fusion.memories, before):
+        np.testing.assert_array_equal(np_(m), b)
+    assert float(np_(fusion.skipped_writes)) == 2.0
+
+
+def test_configs_without_writer_keys_load_the_legacy_writer():
+    config = DualMemoryFusion(**SMALL, seed=0).get_config()
+    assert config["writer_selection"] == "straight_through"
+    assert config["writer_block"] == "rezero"
+    for key in ("writer_selection", "writer_temperature", "writer_block"):
+        config.pop(key)
+    old = DualMemoryFusion.from_config(config)
+    assert (old.writer_selection, old.writer_temperature, old.writer_block) == (
+        "soft",
+        1.0,
+        "post_norm",
+    )
+    # Weights saved before `skipped_writes` existed (two own variables,
+    # the memories) load, and the count starts at 0.
+    old.build([A.shape, T.shape])
+    memories = [np.full((4, 6), v, "float32") for v in (1.0, 2.0)]
+    old.load_own_variables({"0": memories[0], "1": memories[1]})
+    for m, expected in zip(old.memories, memories):
+        np.testing.assert_array_equal(np_(m), expected)
+    assert float(np_(old.skipped_writes)) == 0.0
+
+
+def test_empty_batch_error_in_inspect():
+    layer = _layer()
+    assert_raises_with_message(
+        lambda: layer.inspect([A[:0], T[:0]]),
+        r"received an empty batch \(0 examples\)",
+    )

@@ -93,3 +93,39 @@ def test_temperature_in_config():
 
 def test_invalid_k_type_message():
     assert_raises_with_message(lambda: TopKPooling(k=2.5), r"Received: k=2.5")
+
+
+def test_straight_through_forward_is_the_hard_selection():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 7, 4)).astype("float32")
+    p = rng.standard_normal(4).astype("float32")
+    layer = TopKPooling(k=3, temperature=1.0, straight_through=True)
+    layer.build(x.shape)
+    layer.kernel.assign(p)
+    out = ops.convert_to_numpy(layer(x))
+    for b in range(2):
+        ref, _ = top_k_pooling(x[b].astype("float64"), p.astype("float64"), 3, 0.0)
+        np.testing.assert_allclose(out[b], ref, atol=1e-5)
+        soft, _ = top_k_pooling(x[b].astype("float64"), p.astype("float64"), 3, 1.0)
+        assert not np.allclose(out[b], soft, atol=1e-3)
+
+
+def test_straight_through_in_config_and_errors():
+    layer = TopKPooling(k=2, temperature=0.5, straight_through=True)
+    config = layer.get_config()
+    assert config["straight_through"] is True
+    restored = TopKPooling.from_config(config)
+    assert restored.straight_through and restored.temperature == 0.5
+    # Configs saved before the option existed load with the soft selection.
+    config.pop("straight_through")
+    assert TopKPooling.from_config(config).straight_through is False
+    assert_raises_with_message(
+        lambda: TopKPooling(k=2, temperature=0.0, straight_through=True),
+        r"`straight_through=True`.*needs a positive `temperature`. "
+        r"Received: temperature=0",
+    )
+    assert_raises_with_message(
+        lambda: TopKPooling(k=2, straight_through="yes"),
+        r"argument `straight_through`, expected a bool. "
+        r"Received: straight_through='yes'",
+    )
