@@ -49,7 +49,7 @@ def build_attention_classifier(ds, attention, width=16, heads=2, window=None):
             output_dim=width,
             kernel_size=3,
             delta_window=window,
-            delta="difference" if attention == "plain" else attention,
+            delta="relative" if attention == "plain" else attention,
             use_delta=attention != "plain",
             name=f"{m}_attention",
         )(x, mask=mask)

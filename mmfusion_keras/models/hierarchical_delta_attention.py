@@ -67,7 +67,7 @@ def build_hierarchical_delta_attention_model(
     reduced_dim=8,
     kernel_size=3,
     delta_window=None,
-    delta="difference",
+    delta="relative",
     use_delta=True,
     encoder_kernel_size=3,
     fused_heads=1,
