@@ -173,10 +173,11 @@ def run_attention(
     import keras
 
     a = settings["attention"]
-    for aligned in aligned_values:
-        for window in windows:
-            for variant in variants:
-                for seed in seeds:
+    # Seeds outermost: every finished seed is a complete comparison.
+    for seed in seeds:
+        for aligned in aligned_values:
+            for window in windows:
+                for variant in variants:
                     train, val, test = _data(settings, aligned, seed)
                     keras.utils.set_random_seed(seed)
                     model = build_attention_classifier(
