@@ -616,6 +616,21 @@ def _add_mbaf_ablation_parser(sub):
     add_arguments(ablation).set_defaults(func=cmd_mbaf_ablation)
 
 
+def _add_delta_attention_parser(sub):
+    from mmfusion_keras.experiments import delta_attention
+
+    def cmd(args):
+        args.command_line = "mmfusion " + " ".join(args.argv)
+        delta_attention.run(args)
+
+    parser = sub.add_parser(
+        "delta-attention",
+        help="delta self-attention readings and the hierarchical model on the "
+        "generated delta task (Panchal)",
+    )
+    delta_attention.add_arguments(parser).set_defaults(func=cmd)
+
+
 def build_parser():
     from_tasks = ["digits-views", "speech-text", "avdigits"]
     parser = argparse.ArgumentParser(
@@ -691,6 +706,7 @@ def build_parser():
     _add_search_parser(sub)
     _add_snr_grid_parser(sub)
     _add_mbaf_ablation_parser(sub)
+    _add_delta_attention_parser(sub)
     return parser
 
 

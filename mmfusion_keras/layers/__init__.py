@@ -1,6 +1,7 @@
 """Fusion layers. Every class listed in `__all__` passes the conformance check."""
 
 from mmfusion_keras.layers.canonical_correlation_loss import CanonicalCorrelationLoss
+from mmfusion_keras.layers.canonical_projection import CanonicalProjection
 from mmfusion_keras.layers.compact_bilinear_pooling import CompactBilinearPooling
 from mmfusion_keras.layers.concatenate_fusion import ConcatenateFusion
 from mmfusion_keras.layers.cross_modal_attention import CrossModalAttention
@@ -28,6 +29,7 @@ from mmfusion_keras.layers.top_k_pooling import TopKPooling
 
 __all__ = [
     "CanonicalCorrelationLoss",
+    "CanonicalProjection",
     "CompactBilinearPooling",
     "ConcatenateFusion",
     "CrossModalAttention",

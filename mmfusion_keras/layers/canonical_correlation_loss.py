@@ -3,6 +3,7 @@ from keras import ops
 
 from mmfusion_keras.losses.dcca import _check_ridge
 from mmfusion_keras.losses.dcca import _check_top_k
+from mmfusion_keras.losses.dcca import generalized_canonical_correlation
 from mmfusion_keras.losses.dcca import multiview_canonical_correlation
 from mmfusion_keras.losses.dcca import total_canonical_correlation
 
@@ -17,7 +18,11 @@ class CanonicalCorrelationLoss(keras.layers.Layer):
     canonical correlation of the views over the batch (Andrew et al. 2013;
     see `mmfusion_keras.losses.total_canonical_correlation`). With three
     views it is the sum over the three pairs
-    (`multiview_canonical_correlation`). Put it after the modality encoders
+    (`multiview_canonical_correlation`, `multiview="pairwise"`, default) or
+    one multiview CCA (`multiview="maxvar"`: generalized CCA in Carroll's
+    MAXVAR form, `generalized_canonical_correlation`, which rewards one
+    subspace shared by all views; for two views both equal the two-view
+    DCCA value, up to the ridge). Put it after the modality encoders
     so `fit` maximizes their correlation alongside the task loss (Panchal,
     section 4.2), or train the encoders with it alone (a dummy zero output
     loss) for the paper's stage-wise recipe.
@@ -38,6 +43,8 @@ class CanonicalCorrelationLoss(keras.layers.Layer):
         ridge: non-negative value added to the diagonals of the
             auto-covariances (stabilizes the inverse square roots).
         weight: non-negative factor of the added loss.
+        multiview: "pairwise" (default; also what files saved before this
+            option load as) or "maxvar", how 3 views are combined.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -76,8 +83,17 @@ class CanonicalCorrelationLoss(keras.layers.Layer):
     min_views = 2
     max_views = 3
 
-    def __init__(self, top_k=None, ridge=1e-3, weight=1.0, **kwargs):
+    def __init__(
+        self, top_k=None, ridge=1e-3, weight=1.0, multiview="pairwise", **kwargs
+    ):
         super().__init__(**kwargs)
+        if multiview not in ("pairwise", "maxvar"):
+            raise ValueError(
+                f"Layer {self.__class__.__name__}: received an invalid value "
+                "for argument `multiview`, expected one of ('pairwise', "
+                f"'maxvar'). Received: multiview={multiview!r}"
+            )
+        self.multiview = multiview
         self.supports_masking = True
         _check_top_k(top_k, f"Layer {self.__class__.__name__}")
         _check_ridge(ridge, f"Layer {self.__class__.__name__}")
@@ -203,6 +219,10 @@ class CanonicalCorrelationLoss(keras.layers.Layer):
         shapes = self._validate_shapes([tuple(x.shape) for x in inputs])
         masks = self._validate_masks(shapes, mask)
         pooled = [self._pool(x, m) for x, m in zip(inputs, masks)]
+        if self.multiview == "maxvar":
+            return generalized_canonical_correlation(
+                pooled, top_k=self.top_k, ridge=self.ridge
+            )
         if len(pooled) == 2:
             return total_canonical_correlation(
                 pooled[0], pooled[1], top_k=self.top_k, ridge=self.ridge
@@ -243,4 +263,5 @@ class CanonicalCorrelationLoss(keras.layers.Layer):
             "top_k": self.top_k,
             "ridge": self.ridge,
             "weight": self.weight,
+            "multiview": self.multiview,
         }

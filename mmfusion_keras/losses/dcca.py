@@ -218,3 +218,116 @@ def _check_ridge(ridge, where):
             f"{where}: received an invalid value for argument `ridge`, "
             f"expected a non-negative number. Received: ridge={ridge!r}"
         )
+
+
+def _check_views_list(views, where):
+    if not isinstance(views, (list, tuple)) or len(views) < 2:
+        received = (
+            f"{len(views)} views"
+            if isinstance(views, (list, tuple))
+            else f"a single tensor of shape {tuple(getattr(views, 'shape', ()))}"
+        )
+        raise ValueError(
+            f"{where} expects a list of at least 2 views of shape (batch, "
+            f"features). Received {received}."
+        )
+    for i, v in enumerate(views):
+        if len(v.shape) != 2:
+            raise ValueError(
+                f"{where} expects views of shape (batch, features). Received "
+                f"view {i} with shape {tuple(v.shape)}."
+            )
+
+
+def whitened_joint_covariance(views, ridge=1e-3):
+    """`C = W S W` of stacked views, `W = blockdiag(S_MM^-1/2)` (MAXVAR GCCA).
+
+    `S` is the joint covariance of the concatenated views `[X_1, ..., X_m]`
+    (centred, divided by `n - 1`) and `S_MM` its diagonal blocks with the
+    ridge `r` added; `C` has the whitened cross-covariances
+    `S_MM^-1/2 S_MN S_NN^-1/2` off the diagonal and `S_MM^-1/2 (S_MM - rI)
+    S_MM^-1/2` (the identity when `r = 0`) on it. Its nonzero eigenvalues
+    are those of the sum of the views' ridge-regularized hat matrices. Its eigenvectors `v`
+    (split by view, `v_M`) give the generalized-CCA directions
+    `S_MM^-1/2 v_M` of every view onto one shared representation.
+
+    Args:
+        views: list of `(n, d_M)` float tensors.
+        ridge: non-negative diagonal regularizer.
+
+    Returns:
+        `(C, inverse square roots [S_11^-1/2, ...])`, float32.
+    """
+    views = [ops.cast(v, "float32") for v in views]
+    n = ops.cast(ops.shape(views[0])[0], "float32")
+    denom = ops.maximum(n - 1.0, 1.0)
+    centred = [v - ops.mean(v, axis=0, keepdims=True) for v in views]
+    inv_sqrt = [
+        _inverse_sqrt(
+            ops.matmul(ops.transpose(c), c) / denom + ridge * ops.eye(c.shape[-1])
+        )
+        for c in centred
+    ]
+    whitened = ops.concatenate(
+        [ops.matmul(c, w) for c, w in zip(centred, inv_sqrt)], axis=-1
+    )
+    joint = ops.matmul(ops.transpose(whitened), whitened) / denom
+    return 0.5 * (joint + ops.transpose(joint)), inv_sqrt
+
+
+def generalized_canonical_correlation(views, top_k=None, ridge=1e-3):
+    """Multiview (generalized, MAXVAR) canonical correlation of 2+ views.
+
+    Generalized CCA in Carroll's (1968) MAXVAR form finds one shared
+    representation `G` (`G^T G = I`) that every view predicts linearly,
+    `min sum_M ||G - X_M U_M||^2`; `G` is spanned by the top eigenvectors
+    of `sum_M P_M`, `P_M = X_M (X_M^T X_M)^-1 X_M^T` (the hat matrix of view
+    `M`, ridge-regularized: `(X_M^T X_M + r (n - 1) I)^-1`). Its nonzero
+    eigenvalues are those of the whitened joint covariance `C`
+    (`whitened_joint_covariance`), a small `(sum d_M)`-square matrix, each
+    between 0 and the number of views `m`. The objective returned here is
+
+        sum of the top-k eigenvalues of C  -  k
+
+    ("excess" shared variance). For two views (and `ridge -> 0`) the
+    eigenvalues of `C` are `1 ± rho_i`, so this equals
+    `total_canonical_correlation(x, y, top_k)`;
+    for three views it rewards one common subspace for all of them, where
+    `multiview_canonical_correlation` sums the three pairwise values and
+    lets each pair keep its own directions.
+
+    Args:
+        views: list of at least 2 `(n, d_M)` float tensors, same `n`.
+        top_k: positive int or None (default: `min_M d_M`), the number of
+            shared directions.
+        ridge: non-negative diagonal regularizer of each view's covariance.
+
+    Returns:
+        A float32 scalar tensor in `[0, top_k * (m - 1)]`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mmfusion_keras.losses import generalized_canonical_correlation
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.standard_normal((256, 1))
+    >>> views = [np.concatenate([z, rng.standard_normal((256, 2))], 1)
+    ...          .astype("float32") for _ in range(3)]
+    >>> round(float(generalized_canonical_correlation(views, top_k=1)), 1)
+    2.0
+
+    Reference:
+        Carroll, "Generalization of canonical correlation analysis to three
+        or more sets of variables", APA 1968; Kettenring, "Canonical
+        analysis of several sets of variables", Biometrika 1971 (MAXVAR);
+        Benton et al., "Deep Generalized Canonical Correlation Analysis",
+        2019 (the deep version).
+    """
+    _check_views_list(views, "generalized_canonical_correlation")
+    _check_top_k(top_k, "generalized_canonical_correlation")
+    _check_ridge(ridge, "generalized_canonical_correlation")
+    k = min(v.shape[-1] for v in views) if top_k is None else int(top_k)
+    joint, _ = whitened_joint_covariance(views, ridge=ridge)
+    eigenvalues, _ = ops.eigh(joint)
+    top = ops.flip(ops.sort(eigenvalues), axis=0)[:k]
+    return ops.sum(top) - float(k)

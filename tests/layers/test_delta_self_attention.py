@@ -1,3 +1,5 @@
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from mmfusion_keras.testing.conformance import assert_raises_with_message
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((3, 6, 4)).astype("float32")
+DATA = os.path.join(os.path.dirname(__file__), "data")
 MASK = np.arange(6)[None, :] < np.array([[6], [4], [2]])
 
 
@@ -31,7 +34,9 @@ def _weights(layer):
     ):
         w[f"{key}_kernel"] = _np(dense.kernel)
         w[f"{key}_bias"] = _np(dense.bias)
-    if layer.use_delta:
+    if hasattr(layer, "relative_kernel"):
+        w["relative_kernel"] = _np(layer.relative_kernel)
+    if hasattr(layer, "delta_kernel"):
         w["delta_kernel"] = _np(layer.delta_kernel)
     return w
 
@@ -78,8 +83,25 @@ def _errors():
         (
             "delta",
             lambda: DeltaSelfAttention(2, 4, delta="sum"),
-            r"`delta`, expected one of \('difference', 'absolute'\). "
+            r"`delta`, expected one of \('relative', 'per_key_bias', 'absolute'\). "
             r"Received: delta='sum'",
+        ),
+        (
+            "old delta name",
+            lambda: DeltaSelfAttention(2, 4, delta="difference"),
+            r"no longer accepts delta='difference'.*delta='per_key_bias' \(the "
+            r"old behaviour\). Received: delta='difference'",
+        ),
+        (
+            "longer than max_length",
+            lambda: DeltaSelfAttention(2, 4, max_length=5, long_sequences="error")(x),
+            r"expected at most max_length=5 time steps.*Received: 6 steps",
+        ),
+        (
+            "unknown length",
+            lambda: DeltaSelfAttention(2, 4).build((None, None, 4)),
+            r"needs the number of columns of W_RelPos.*Received: input shape "
+            r"\(None, None, 4\), max_length=None",
         ),
     ]
 
@@ -104,8 +126,11 @@ def test_conformance(kwargs, n_trainable, n_seed):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"delta": "difference", "delta_window": None},
-        {"delta": "absolute", "delta_window": 1, "key_dim": 3},
+        {},  # the defaults: relative, shared table, forward keys, no window
+        {"delta_window": 2, "share_across_heads": False, "key_dim": 3},
+        {"key_range": "both", "delta_window": 3, "max_length": 3},  # clipped
+        {"delta": "per_key_bias", "key_range": "both", "delta_window": 1},
+        {"delta": "absolute", "delta_window": 1},
         {"use_delta": False, "delta_window": 2},
     ],
 )
@@ -122,21 +147,78 @@ def test_matches_numpy_reference(kwargs):
             X[b].astype("float64"),
             w,
             num_heads=2,
-            delta=kwargs.get("delta", "difference"),
-            window=kwargs["delta_window"],
+            delta=kwargs.get("delta", "relative"),
+            window=kwargs.get("delta_window"),
             mask=MASK[b],
             use_delta=kwargs.get("use_delta", True),
+            key_range=kwargs.get("key_range", "forward"),
+            max_length=kwargs.get("max_length", X.shape[1]),
         )
         np.testing.assert_allclose(logits[b], ref_logits, atol=1e-4, rtol=1e-4)
         np.testing.assert_allclose(weights[b], ref_weights, atol=1e-5)
         np.testing.assert_allclose(out[b], ref_out, atol=1e-4, rtol=1e-4)
 
 
+def _zero_query_key(layer):
+    for dense in (layer.query_dense, layer.key_dense):
+        for v in dense.weights:
+            v.assign(np.zeros(tuple(v.shape), "float32"))
+
+
+def test_relative_term_alone_shapes_rows_per_key_bias_does_not():
+    """Acceptance (issue 14): with the default arguments and the query and
+    key projections zeroed, the relative term alone gives different queries
+    different attention rows. Compared on keys both queries may attend
+    (default keys are j >= i), as log-ratios, so the mask alone cannot make
+    rows differ; the per-key-bias reading is the negative control."""
+    x = X[:1]
+    ratios = {}
+    for delta in ("relative", "per_key_bias"):
+        layer = DeltaSelfAttention(num_heads=1, filters=4, delta=delta)
+        layer.build(x.shape)
+        _randomize(layer, seed=5)
+        _zero_query_key(layer)
+        _, weights = layer(x, return_attention_scores=True)
+        log_w = np.log(_np(weights)[0, 0, :2, 2:])  # queries 0, 1; keys 2..5
+        ratios[delta] = log_w - log_w[:, :1]  # log(w_ij / w_i2)
+    gap = np.abs(ratios["relative"][0] - ratios["relative"][1]).max()
+    assert gap > 1e-2, gap
+    np.testing.assert_allclose(
+        ratios["per_key_bias"][0], ratios["per_key_bias"][1], atol=1e-5
+    )
+    # With keys on both sides, whole rows differ too.
+    layer = DeltaSelfAttention(num_heads=1, filters=4, key_range="both")
+    layer.build(x.shape)
+    _randomize(layer, seed=5)
+    _zero_query_key(layer)
+    _, weights = layer(x, return_attention_scores=True)
+    rows = _np(weights)[0, 0]
+    assert np.abs(rows[0] - rows[1]).max() > 1e-2
+
+
+def test_old_keras_file_loads_with_old_behaviour():
+    """Saved by the previous version (delta='difference', no max_length key)."""
+    path = os.path.join(DATA, "delta_self_attention_legacy.keras")
+    expected = np.load(os.path.join(DATA, "delta_self_attention_legacy.npz"))
+    model = keras.saving.load_model(path)
+    layer = model.get_layer("delta")
+    assert layer.delta == "per_key_bias" and layer.key_range == "both"
+    np.testing.assert_allclose(
+        _np(model(expected["x"])), expected["y"], atol=1e-5, rtol=1e-5
+    )
+
+
 def test_band_and_padding_masks_give_exactly_zero_weight():
-    layer = DeltaSelfAttention(num_heads=2, filters=4, delta_window=1)
-    _, weights = layer(X, mask=MASK, return_attention_scores=True)
+    forward = DeltaSelfAttention(num_heads=2, filters=4, delta_window=2)
+    _, weights = forward(X, mask=MASK, return_attention_scores=True)
     weights = ops.convert_to_numpy(weights)
     idx = np.arange(6)
+    offset = idx[None, :] - idx[:, None]  # j - i
+    assert np.all(weights[:, :, (offset < 0) | (offset > 2)] == 0.0)
+    assert np.all(weights[:, :, (offset >= 0) & (offset <= 2)][0] > 0.0)
+    layer = DeltaSelfAttention(num_heads=2, filters=4, delta_window=1, key_range="both")
+    _, weights = layer(X, mask=MASK, return_attention_scores=True)
+    weights = ops.convert_to_numpy(weights)
     outside_band = np.abs(idx[:, None] - idx[None, :]) > 1
     assert np.all(weights[:, :, outside_band] == 0.0)
     for b, length in enumerate([6, 4, 2]):
@@ -165,15 +247,20 @@ def test_padding_does_not_change_real_steps_and_keras_mask_is_used():
     np.testing.assert_allclose(_np(model(zeros))[:, :4], _np(short), atol=1e-5)
 
 
-def test_difference_term_cancels_in_weights_absolute_does_not():
-    """The paper's linear delta term only shifts each row of logits by a
-    key bias; setting its query part to zero leaves the weights unchanged."""
-    for delta, should_change in (("difference", False), ("absolute", True)):
-        layer = DeltaSelfAttention(num_heads=1, filters=4, delta=delta)
+def test_per_key_bias_reading_is_a_per_key_bias():
+    """With one vector per head (`per_key_bias`), the linear difference only
+    shifts each row of logits by a key bias: the weights are those of plain
+    attention plus `X̂_j · w` (the reading of earlier versions)."""
+    for delta, should_change in (("per_key_bias", False), ("absolute", True)):
+        layer = DeltaSelfAttention(
+            num_heads=1, filters=4, delta=delta, key_range="both"
+        )
         layer.build(X.shape)
         _randomize(layer, seed=3)
         _, w1 = layer(X, return_attention_scores=True)
-        plain = DeltaSelfAttention(num_heads=1, filters=4, use_delta=False)
+        plain = DeltaSelfAttention(
+            num_heads=1, filters=4, use_delta=False, key_range="both"
+        )
         plain.build(X.shape)
         for name in ("conv", "query_dense", "key_dense", "value_dense", "output_dense"):
             for v_plain, v in zip(

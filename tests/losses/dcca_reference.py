@@ -25,3 +25,30 @@ def canonical_correlations_np(x, y, ridge=1e-3):
 def total_canonical_correlation_np(x, y, top_k=None, ridge=1e-3):
     sv = canonical_correlations_np(x, y, ridge)
     return float(sv[:top_k].sum()) if top_k else float(sv.sum())
+
+
+def generalized_cca_np(views, top_k, ridge=1e-3):
+    """MAXVAR GCCA in sample space (Carroll 1968), float64.
+
+    The shared representation G (n x k) is spanned by the top eigenvectors
+    of the sum of the views' (ridge-regularized) hat matrices
+    P_M = X_M (X_M^T X_M + r (n-1) I)^-1 X_M^T of the centred views, and the
+    objective is the sum of those top-k eigenvalues minus k. Also returns
+    G and the per-view least-squares maps U_M = (X_M^T X_M + r(n-1) I)^-1
+    X_M^T G (the projections of each view onto G).
+    """
+    views = [np.asarray(v, "float64") for v in views]
+    n = views[0].shape[0]
+    centred = [v - v.mean(0) for v in views]
+    hat = np.zeros((n, n))
+    for x in centred:
+        gram = x.T @ x + ridge * (n - 1) * np.eye(x.shape[1])
+        hat += x @ np.linalg.solve(gram, x.T)
+    w, v = np.linalg.eigh(hat)
+    order = np.argsort(w)[::-1][:top_k]
+    g = v[:, order] * np.sqrt(n - 1)  # unit variance columns
+    maps = [
+        np.linalg.solve(x.T @ x + ridge * (n - 1) * np.eye(x.shape[1]), x.T @ g)
+        for x in centred
+    ]
+    return float(w[order].sum() - top_k), g, maps

@@ -1,10 +1,12 @@
 import keras
 import numpy as np
 from dcca_reference import canonical_correlations_np
+from dcca_reference import generalized_cca_np
 from dcca_reference import total_canonical_correlation_np
 from keras import ops
 
 from mmfusion_keras.losses import canonical_correlations
+from mmfusion_keras.losses import generalized_canonical_correlation
 from mmfusion_keras.losses import multiview_canonical_correlation
 from mmfusion_keras.losses import total_canonical_correlation
 from mmfusion_keras.testing import assert_raises_with_message
@@ -84,6 +86,35 @@ def test_multiview_is_sum_over_pairs():
     )
     got = float(multiview_canonical_correlation(views, top_k=1))
     np.testing.assert_allclose(got, expected, atol=5e-4)
+
+
+def test_generalized_cca_matches_sample_space_reference():
+    """MAXVAR GCCA from the (sum d)-square whitened covariance equals the
+    sample-space hat-matrix eigenproblem (independent NumPy route); for two
+    views it is the two-view DCCA value."""
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((80, 2))
+    views = [
+        (z @ rng.standard_normal((2, d)) + rng.standard_normal((80, d))).astype(
+            "float32"
+        )
+        for d in (3, 4, 2)
+    ]
+    for k in (1, 2):
+        expected, _, _ = generalized_cca_np(views, top_k=k, ridge=1e-3)
+        got = float(generalized_canonical_correlation(views, top_k=k, ridge=1e-3))
+        np.testing.assert_allclose(got, expected, atol=2e-4)
+    two = float(generalized_canonical_correlation(views[:2], top_k=2, ridge=1e-6))
+    np.testing.assert_allclose(
+        two, total_canonical_correlation_np(views[0], views[1], 2, 1e-6), atol=2e-4
+    )
+    # One shared subspace: three copies of a view give the maximum, k (m - 1).
+    same = [views[0]] * 3
+    np.testing.assert_allclose(
+        float(generalized_canonical_correlation(same, top_k=2, ridge=1e-6)),
+        4.0,
+        atol=1e-3,
+    )
 
 
 class _Encoders(keras.layers.Layer):

@@ -8,6 +8,7 @@ import pytest
 from mmfusion_keras.datasets import load_delta_sequences
 from mmfusion_keras.models import build_hierarchical_delta_attention_model
 from mmfusion_keras.models import fit_hierarchical_stagewise
+from mmfusion_keras.models.hierarchical_delta_attention import load_table1_recipe
 from mmfusion_keras.testing.conformance import assert_raises_with_message
 
 MODALITIES = ("text", "vision", "audio")
@@ -30,8 +31,11 @@ def _weights(model):
 
 def test_end_to_end_fit_save_and_load():
     model = build_hierarchical_delta_attention_model(
-        SHAPES, 4, delta_window=2, cca_weight=0.5, **TINY
+        SHAPES, 4, delta_window=2, cca_weight=0.5, reconstruction_weight=0.5, **TINY
     )
+    # Eq. 17 reads Z_Fused alone; the projection feeds the fused attention.
+    assert model.get_layer("head").input.shape == (None, 4)
+    assert model.get_layer("text_skip").output.shape == (None, 6, 2 + 4)
     assert model.output.shape == (None, 4)
     before = _weights(model)
     model.compile("adam", "sparse_categorical_crossentropy")
@@ -57,10 +61,29 @@ def test_end_to_end_fit_save_and_load():
     )
 
 
-def test_stagewise_trains_each_module_then_restores_flags():
-    model = build_hierarchical_delta_attention_model(SHAPES, 4, **TINY)
-    names = ["text_delta_attention", "text_encoder_2", "fused_attention", "head"]
-    before = {n: _weights(model.get_layer(n)) for n in names}
+STAGE_LAYERS = {
+    "text": ["text_delta_attention"],
+    "vision": ["vision_delta_attention"],
+    "audio": ["audio_delta_attention"],
+    "dcca": ["canonical_projection"]
+    + [f"{m}_{p}" for m in MODALITIES for p in ("encoder_1", "encoder_2")]
+    + [f"{m}_{p}" for m in MODALITIES for p in ("decoder_1", "decoder_2")],
+    "fusion": ["fused_sequence", "fused_attention", "head"],
+}
+
+
+def test_stagewise_freezes_each_module_after_its_stage():
+    """Weight snapshots after every stage: the stage's own modules changed,
+    every other module is exactly as after the previous stage (so a module
+    left trainable in a later stage fails here)."""
+    model = build_hierarchical_delta_attention_model(
+        SHAPES, 4, reconstruction_weight=0.5, **TINY
+    )
+
+    def snapshot(m):
+        return {n: _weights(m.get_layer(n)) for ns in STAGE_LAYERS.values() for n in ns}
+
+    snapshots = [("initial", snapshot(model))]
     histories = fit_hierarchical_stagewise(
         model,
         DS.inputs,
@@ -68,16 +91,72 @@ def test_stagewise_trains_each_module_then_restores_flags():
         epochs=(1, 1, 1),
         batch_size=8,
         compile_kwargs={"run_eagerly": True},
+        on_stage_end=lambda stage, m: snapshots.append((stage, snapshot(m))),
     )
     assert sorted(histories) == ["audio", "dcca", "fusion", "text", "vision"]
     assert "accuracy" in histories["text"] and "loss" in histories["dcca"]
-    for n in names:  # every module was trained in its stage
-        changed = [
-            not np.allclose(a, b)
-            for a, b in zip(before[n], _weights(model.get_layer(n)))
-        ]
-        assert any(changed), n
+    assert [s for s, _ in snapshots[1:]] == [
+        "text",
+        "vision",
+        "audio",
+        "dcca",
+        "fusion",
+    ]
+    for (_, before), (stage, after) in zip(snapshots, snapshots[1:]):
+        for owner, layer_names in STAGE_LAYERS.items():
+            for n in layer_names:
+                same = all(np.array_equal(a, b) for a, b in zip(before[n], after[n]))
+                if owner == stage:
+                    assert not same, f"{n} did not train in stage {stage}"
+                else:
+                    assert same, f"{n} changed in stage {stage}"
     assert all(layer.trainable for layer in model.layers)
+
+
+def test_recipe_is_table_1_and_overrides_apply():
+    recipe = load_table1_recipe()
+    assert recipe["self_attention"]["text"] == {
+        "epochs": 10,
+        "learning_rate": 1e-6,
+        "batch_size": 32,
+        "weight_decay": 1e-4,
+    }
+    assert recipe["dcca"]["batch_size"] == 4 and recipe["fusion"]["epochs"] == 5
+    model = build_hierarchical_delta_attention_model(SHAPES, 4, **TINY)
+    seen = []
+    histories = fit_hierarchical_stagewise(
+        model,
+        DS.inputs,
+        DS.labels,
+        recipe={
+            "self_attention": {m: {"epochs": 1} for m in MODALITIES},
+            "dcca": {"epochs": 2, "batch_size": 8},
+            "fusion": {"epochs": 1},
+        },
+        validation_data=(DS.inputs, DS.labels),
+        retrain_on_validation=True,
+        compile_kwargs={"run_eagerly": True},
+        on_stage_end=lambda stage, m: seen.append(stage),
+    )
+    assert sorted(histories) == ["final", "selection"]
+    assert len(histories["selection"]["dcca"]["loss"]) == 2
+    assert "val_accuracy" in histories["selection"]["fusion"]
+    assert "val_accuracy" not in histories["final"]["fusion"]  # merged data
+    assert seen == ["text", "vision", "audio", "dcca", "fusion"] * 2
+    assert_raises_with_message(
+        lambda: fit_hierarchical_stagewise(
+            model, DS.inputs, DS.labels, retrain_on_validation=True
+        ),
+        r"retrain_on_validation=True\) needs `validation_data`.*"
+        r"Received: validation_data=None",
+    )
+    odd = build_hierarchical_delta_attention_model(
+        {"speech": (5, 2), "text": (6, 3)}, 4, **TINY
+    )
+    assert_raises_with_message(
+        lambda: fit_hierarchical_stagewise(odd, {}, None),
+        r"no self-attention settings for modality 'speech' in the recipe",
+    )
 
 
 def test_multilabel_head_and_errors():
@@ -85,6 +164,11 @@ def test_multilabel_head_and_errors():
         SHAPES, 6, head="multilabel", use_delta=False, **TINY
     )
     assert model.get_layer("head").activation.__name__ == "sigmoid"
+    maxvar = build_hierarchical_delta_attention_model(
+        SHAPES, 4, multiview="maxvar", skip_connections=False, **TINY
+    )
+    assert maxvar.get_layer("canonical_correlation").multiview == "maxvar"
+    assert "text_skip" not in [layer.name for layer in maxvar.layers]
     assert_raises_with_message(
         lambda: build_hierarchical_delta_attention_model({"text": (5, 3)}, 2),
         r"`input_shapes` to be a dict of at least two.*Received: input_shapes=",
