@@ -134,6 +134,12 @@ def _prepare_output(output, overwrite, resume):
         )
     if resume and os.path.exists(checkpoint):
         return runs.read_checkpoint(checkpoint)
+    if resume and existing:
+        raise UserError(
+            f"--resume: {output} holds a run ({', '.join(existing)}) but no "
+            f"{runs.CHECKPOINT_NAME} to resume from (written by an older "
+            "mmfusion?). Pass --overwrite to train it again."
+        )
     return None
 
 
@@ -425,6 +431,12 @@ def cmd_evaluate(args):
     if args.output:
         runs.check_writable_file(args.output)
     card = _read_card(args.model) or {}
+    if card.get("model_sha256") not in (None, runs.file_sha256(args.model)):
+        print(
+            f"Note: the model_card.json beside {args.model} was written for "
+            "another model.keras (its sha256 differs); its task and classes may "
+            "not apply."
+        )
     task_name = args.task or card.get("task")
     if task_name is None:
         raise UserError(

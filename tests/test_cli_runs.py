@@ -131,3 +131,62 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
         weights_of(straight / "model.keras"), weights_of(resumed / "model.keras")
     ):
         np.testing.assert_array_equal(x, y)
+
+
+def test_resume_needs_a_checkpoint_when_the_folder_holds_a_run(
+    finished, tmp_path, capsys
+):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "model.keras").write_bytes((finished / "model.keras").read_bytes())
+    assert train(out, "--resume") == 2
+    assert "holds a run (model.keras) but no checkpoint.npz" in capsys.readouterr().err
+
+
+def test_nan_training_stops_and_keeps_the_previous_model(
+    finished, tmp_path, monkeypatch, capsys
+):
+    import mmfusion_keras.tasks as tasks
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("model.keras", "model_card.json"):
+        (out / name).write_bytes((finished / name).read_bytes())
+    before = (out / "model.keras").read_bytes()
+    real_get_task = tasks.get_task
+
+    def poisoned(name):
+        task = real_get_task(name)
+        load = task.load
+
+        def load_with_a_nan(split, seed=0):
+            x, y = load(split, seed=seed)
+            if split == "train":
+                x = {k: v.copy() for k, v in x.items()}
+                x["left"][3, 0] = np.nan
+            return x, y
+
+        task.load = load_with_a_nan
+        return task
+
+    monkeypatch.setattr(tasks, "get_task", poisoned)
+    capsys.readouterr()
+    assert train(out, "--overwrite", fusion="concat", epochs="3") == 2
+    captured = capsys.readouterr()
+    assert "Training diverged: the loss became non-finite (epochs [1])" in captured.err
+    assert "no model was saved" in captured.err
+    assert (out / "model.keras").read_bytes() == before
+    assert not (out / "checkpoint.npz").exists()  # no checkpoint of NaN weights
+
+
+def test_evaluate_notes_a_card_written_for_another_model(finished, tmp_path, capsys):
+    (tmp_path / "model_card.json").write_bytes(
+        (finished / "model_card.json").read_bytes()
+    )
+    other = keras.Sequential([keras.Input((5,), name="x"), keras.layers.Dense(2)])
+    other.save(tmp_path / "model.keras")
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "model.keras")]) == 2
+    assert "was written for another model.keras (its sha256 differs)" in (
+        capsys.readouterr().out
+    )
