@@ -608,9 +608,10 @@ def cmd_search(args):
             **_versions(),
         }
     )
+    from mmfusion_keras import runs
+
     path = os.path.join(output, f"result_{args.method}.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
+    runs.write_json(path, result)
     best = result["best"]
     print(
         f"{args.method}: {result['num_trained']} architectures, top-{len(result['top'])} "

@@ -190,3 +190,43 @@ def test_evaluate_notes_a_card_written_for_another_model(finished, tmp_path, cap
     assert "was written for another model.keras (its sha256 differs)" in (
         capsys.readouterr().out
     )
+
+
+def test_checkpoint_restores_early_stopping_and_lr_schedule_state(tmp_path):
+    def setup():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+        stop = keras.callbacks.EarlyStopping(patience=4, restore_best_weights=True)
+        plateau = keras.callbacks.ReduceLROnPlateau(patience=2, cooldown=3)
+        for c in (stop, plateau):
+            c.set_model(model)
+            c.on_train_begin()
+        return model, stop, plateau
+
+    model, stop, plateau = setup()
+    stop.wait, stop.best, stop.best_epoch = 2, 0.25, 5
+    stop.best_weights = [w + 1.0 for w in model.get_weights()]
+    plateau.wait, plateau.best, plateau.cooldown_counter = 1, 0.3, 2
+    path = str(tmp_path / "checkpoint.npz")
+    saved = runs.RunCheckpoint(path, {"task": "t"}, 0, None, [stop, plateau])
+    saved.set_model(model)
+    saved.model_variables()  # builds the optimizer
+    model.optimizer.learning_rate = 0.004  # as ReduceLROnPlateau would
+    saved.epochs_done, saved.history = 6, {"loss": [1.0] * 6}
+    saved.save()
+
+    model2, stop2, plateau2 = setup()  # a fresh process: fresh callbacks
+    state = runs.read_checkpoint(path)
+    assert state["epochs_done"] == 6 and state["identity"] == {"task": "t"}
+    resumed = runs.RunCheckpoint(path, {}, 0, None, [stop2, plateau2], state=state)
+    resumed.set_model(model2)
+    resumed.restore_model()
+    resumed.on_train_begin()
+    assert (stop2.wait, stop2.best, stop2.best_epoch) == (2, 0.25, 5)
+    assert (plateau2.wait, plateau2.best, plateau2.cooldown_counter) == (1, 0.3, 2)
+    for a, b in zip(stop.best_weights, stop2.best_weights):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(model.get_weights(), model2.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.initial_epoch == 6 and resumed.history == saved.history
+    assert float(np.asarray(model2.optimizer.learning_rate)) == pytest.approx(0.004)
