@@ -230,3 +230,29 @@ def test_checkpoint_restores_early_stopping_and_lr_schedule_state(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert resumed.initial_epoch == 6 and resumed.history == saved.history
     assert float(np.asarray(model2.optimizer.learning_rate)) == pytest.approx(0.004)
+
+
+def test_killed_after_the_last_epoch_resumes_to_the_same_model(tmp_path, monkeypatch):
+    # The kill lands between the last epoch's checkpoint and the model save:
+    # resuming trains no epoch and saves the same model as a clean run.
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train(straight, fusion="concat") == 0
+    original = runs.RunCheckpoint.on_epoch_end
+
+    def killed_after_epoch_2(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs.RunCheckpoint, "on_epoch_end", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(resumed, fusion="concat")
+    monkeypatch.setattr(runs.RunCheckpoint, "on_epoch_end", original)
+    assert train(resumed, "--resume", fusion="concat") == 0
+    a = json.loads((straight / "model_card.json").read_text())
+    b = json.loads((resumed / "model_card.json").read_text())
+    assert b["history"] == a["history"] and b["epochs_run"] == 2
+    for x, y in zip(
+        weights_of(straight / "model.keras"), weights_of(resumed / "model.keras")
+    ):
+        np.testing.assert_array_equal(x, y)
