@@ -157,6 +157,66 @@ def _print_compare_health(task_name, healths):
         print(row)
 
 
+def _identity(task_name, fusion, seed, epochs, batch_size, patience, max_examples):
+    """What makes two training runs the same run (checked on --resume)."""
+    return {
+        "task": task_name,
+        "fusion": fusion,
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "patience": patience,
+        "max_examples": max_examples,
+    }
+
+
+def _check_resume(identity, state, checkpoint):
+    """One-line error unless `state` (a checkpoint) belongs to this run."""
+    saved = state["identity"]
+    different = [
+        f"{key}: checkpoint {saved.get(key)!r}, command line {value!r}"
+        for key, value in identity.items()
+        if key != "command" and saved.get(key) != value
+    ]
+    if different:
+        raise UserError(
+            f"--resume: {checkpoint} belongs to another run ({'; '.join(different)}). "
+            "Resume with the same arguments, or start again with --overwrite."
+        )
+
+
+def _prepare_output(output, overwrite, resume):
+    """Checks --output before any data is loaded; returns the checkpoint state.
+
+    The folder is created and probed for writability. A folder holding a run
+    (model.keras, model_card.json or a checkpoint) is refused unless
+    --overwrite or --resume is given. Returns the checkpoint's state dict
+    when resuming from one, else None.
+    """
+    from mmfusion_keras import runs
+
+    if overwrite and resume:
+        raise UserError("Pass either --overwrite or --resume, not both.")
+    runs.check_writable_folder(output)
+    existing = [n for n in runs.RUN_FILES if os.path.exists(os.path.join(output, n))]
+    checkpoint = os.path.join(output, runs.CHECKPOINT_NAME)
+    if existing and not (overwrite or resume):
+        raise UserError(
+            f"The run folder {output} already holds a run ({', '.join(existing)}): "
+            "pass --overwrite to replace it, --resume to continue it, or choose "
+            "another --output."
+        )
+    if resume and os.path.exists(checkpoint):
+        return runs.read_checkpoint(checkpoint)
+    if resume and existing:
+        raise UserError(
+            f"--resume: {output} holds a run ({', '.join(existing)}) but no "
+            f"{runs.CHECKPOINT_NAME} to resume from (written by an older "
+            "mmfusion?). Pass --overwrite to train it again."
+        )
+    return None
+
+
 def _train_one(
     task,
     fusion,
@@ -167,14 +227,25 @@ def _train_one(
     verbose,
     output=None,
     tensorboard=None,
-    resume=False,
+    resume_state=None,
     command=None,
     max_examples=None,
 ):
+    """Trains one model; with `output`, checkpoints every epoch and saves it.
+
+    The data order and random draws of each epoch depend on `(seed, epoch)`
+    only, so a run resumed from `resume_state` (a checkpoint of the same
+    run) ends with the same weights and history as an uninterrupted one.
+    """
     import keras
 
+    from mmfusion_keras import runs
     from mmfusion_keras.metrics import classification_metrics
 
+    identity = _identity(
+        task.name, fusion, seed, epochs, batch_size, patience, max_examples
+    )
+    keras.backend.clear_session()  # same layer names, hence same config hash
     keras.utils.set_random_seed(seed)
     splits = {}
     for split in ("train", "validation", "test"):
@@ -189,31 +260,48 @@ def _train_one(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    callbacks = [
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=patience, restore_best_weights=True
-        )
-    ]
-    if output:
-        os.makedirs(output, exist_ok=True)
-        if resume:
-            callbacks.append(
-                keras.callbacks.BackupAndRestore(os.path.join(output, "backup"))
-            )
-    callbacks += _memory_health_callbacks(model, x_val)
+    identity["model_sha256"] = runs.model_fingerprint(model)
+    identity["command"] = command
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True
+    )
+    train_data = runs.ShuffledBatches(x_train, y_train, batch_size, seed=seed)
+    checkpoint_path = os.path.join(output, runs.CHECKPOINT_NAME) if output else None
+    if resume_state is not None:
+        _check_resume(identity, resume_state, checkpoint_path)
+    run = runs.RunCheckpoint(
+        checkpoint_path,
+        identity,
+        seed,
+        train_data,
+        callbacks=[early_stopping],
+        state=resume_state,
+    )
+    # NaN policy: stop at the first non-finite loss; no checkpoint is written
+    # for that epoch and early stopping restores the best finite weights.
+    callbacks = [early_stopping, keras.callbacks.TerminateOnNaN()]
+    # Memory health per epoch (into the History, the checkpoint and, as it
+    # comes before TensorBoard's callback, TensorBoard).
+    callbacks += _memory_health_callbacks(model, x_val) + [run]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(tensorboard))
-    start = time.perf_counter()
-    history = model.fit(
-        x_train,
-        y_train,
+    initial_epoch = 0
+    if resume_state is not None:
+        run.set_model(model)
+        run.restore_model()
+        initial_epoch = epochs if run.stop_training else run.initial_epoch
+        if verbose:
+            print(f"Resuming {output} after epoch {run.initial_epoch} of {epochs}.")
+    model.fit(
+        train_data,
         validation_data=(x_val, y_val),
+        validation_batch_size=batch_size,
         epochs=epochs,
-        batch_size=batch_size,
+        initial_epoch=initial_epoch,
         callbacks=callbacks,
         verbose=verbose,
     )
-    seconds = time.perf_counter() - start
+    _check_finite_weights(model, run)
     validation = classification_metrics(
         y_val, _predict_labels(model, x_val), task.class_names
     )
@@ -228,21 +316,55 @@ def _train_one(
         "fusion": fusion,
         **_versions(),
         "seed": seed,
-        "epochs_run": len(history.history["loss"]),
+        "epochs_run": len(run.history.get("loss", [])),
         "max_epochs": epochs,
         "batch_size": batch_size,
-        "training_seconds": round(seconds, 2),
+        "patience": patience,
+        "training_seconds": round(run.training_seconds, 2),
+        "resumed": resume_state is not None,
+        "history": run.history,
         "validation_metrics": validation,
         "test_metrics": test,
         "max_examples": max_examples,
         "command": command,
         "memory_health": _memory_health_card(model, x_test),
     }
+    if run.skipped_nonfinite_epochs:
+        card["nonfinite_loss_epochs"] = run.skipped_nonfinite_epochs
     if output:
-        model.save(os.path.join(output, "model.keras"))
-        with open(os.path.join(output, "model_card.json"), "w") as f:
-            json.dump(card, f, indent=2)
+        _save_run(output, model, card, run)
     return model, card
+
+
+def _check_finite_weights(model, run):
+    """Refuses to keep a model whose weights are NaN or infinite."""
+    import numpy as np
+
+    if all(np.all(np.isfinite(w)) for w in model.get_weights()):
+        return
+    raise UserError(
+        "Training diverged: the loss became non-finite "
+        f"(epochs {run.skipped_nonfinite_epochs}) before any finite epoch to "
+        "restore; no model was saved (the run folder is unchanged). Try a "
+        "lower learning rate or check the data for NaN/inf values."
+    )
+
+
+def _save_run(output, model, card, run):
+    """Writes model.keras, model_card.json and the final checkpoint atomically."""
+    from mmfusion_keras import runs
+
+    model_path = os.path.join(output, "model.keras")
+    try:
+        runs.save_model(model, model_path)
+        card["model_sha256"] = runs.file_sha256(model_path)
+        runs.write_json(os.path.join(output, "model_card.json"), card)
+        run.save(finished=True)
+    except OSError as e:
+        raise UserError(
+            f"Could not write the run into {output}: {e}. Files that were "
+            "already there are unchanged."
+        ) from e
 
 
 def _summary(metrics):
@@ -252,9 +374,56 @@ def _summary(metrics):
     )
 
 
+def _check_positive(args, *names, allow_zero=()):
+    """One-line errors for integer options that must be positive."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        low = 0 if name in allow_zero else 1
+        if value < low:
+            flag = "--" + name.replace("_", "-")
+            what = "a non-negative" if low == 0 else "a positive"
+            raise UserError(f"{flag} must be {what} integer. Received: {flag} {value}")
+
+
 def cmd_train(args):
     from mmfusion_keras.tasks import get_task
 
+    _check_positive(
+        args,
+        "epochs",
+        "batch_size",
+        "patience",
+        "max_examples",
+        allow_zero=["patience"],
+    )
+    resume_state = None
+    if args.output:
+        resume_state = _prepare_output(args.output, args.overwrite, args.resume)
+    elif args.overwrite or args.resume:
+        flag = "--overwrite" if args.overwrite else "--resume"
+        raise UserError(f"{flag} needs --output (the run folder).")
+    if resume_state is not None:
+        identity = _identity(
+            args.task,
+            args.fusion,
+            args.seed,
+            args.epochs,
+            args.batch_size,
+            args.patience,
+            args.max_examples,
+        )
+        checkpoint = os.path.join(args.output, "checkpoint.npz")
+        _check_resume(identity, resume_state, checkpoint)
+        if resume_state.get("finished"):
+            print(
+                f"The run in {args.output} is already finished "
+                f"({resume_state['epochs_done']} epochs; model.keras and "
+                "model_card.json are saved). Nothing to resume; pass --overwrite "
+                "to train it again."
+            )
+            return
     task = get_task(args.task)
     _, card = _train_one(
         task,
@@ -266,7 +435,7 @@ def cmd_train(args):
         verbose=args.verbose,
         output=args.output,
         tensorboard=args.tensorboard,
-        resume=args.resume,
+        resume_state=resume_state,
         command="mmfusion " + " ".join(args.argv),
         max_examples=args.max_examples,
     )
@@ -297,8 +466,15 @@ def _manifest_inputs(folder, preprocessing, class_names):
     image_size = None
     if "image" in specs:
         image_size = tuple(specs["image"]["shape"][:2])
+    audio = specs.get("audio", {})
+    # Long clips are cropped while decoding, to the samples the model takes.
     ds = load_manifest(
-        folder, class_names=class_names, image_mode="L", image_size=image_size
+        folder,
+        class_names=class_names,
+        image_mode="L",
+        image_size=image_size,
+        sample_rate=audio.get("sample_rate", 16000),
+        max_samples=audio.get("samples"),
     )
     raw = {}
     for name in specs:
@@ -313,14 +489,16 @@ def _manifest_inputs(folder, preprocessing, class_names):
             values = [w[: int(n)] for w, n in zip(values, lengths)]
         raw[name] = list(values)
     inputs, notes = prepare_inputs(preprocessing, raw)
-    if notes:
-        print(f"{len(notes)} clips were longer than the model takes and were cropped.")
+    cropped = len(notes) + int(sum(ds.metadata.get("cropped", [])))
+    if cropped:
+        print(f"{cropped} clips were longer than the model takes and were cropped.")
     return inputs, ds.labels
 
 
 def cmd_evaluate(args):
     import keras
 
+    from mmfusion_keras import runs
     from mmfusion_keras.metrics import classification_metrics
     from mmfusion_keras.tasks import get_task
 
@@ -328,7 +506,16 @@ def cmd_evaluate(args):
         raise UserError(f"Model file not found: {args.model}")
     if not args.model.endswith(".keras"):
         raise UserError(f"Expected a .keras model file. Received: {args.model}")
+    runs.check_keras_file(args.model)
+    if args.output:
+        runs.check_writable_file(args.output)
     card = _read_card(args.model) or {}
+    if card.get("model_sha256") not in (None, runs.file_sha256(args.model)):
+        print(
+            f"Note: the model_card.json beside {args.model} was written for "
+            "another model.keras (its sha256 differs); its task and classes may "
+            "not apply."
+        )
     task_name = args.task or card.get("task")
     if task_name is None:
         raise UserError(
@@ -357,9 +544,13 @@ def cmd_evaluate(args):
         labels, _predict_labels(model, inputs), class_names
     )
     print(f"[{keras.config.backend()}] {args.model} on {where}: {_summary(metrics)}")
+    if metrics.get("note"):
+        print(f"Note: {metrics['note']}")
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(metrics, f, indent=2)
+        try:
+            runs.write_json(args.output, metrics)
+        except OSError as e:
+            raise UserError(f"Could not write {args.output}: {e}") from e
         print(f"Wrote {args.output}")
 
 
@@ -373,7 +564,13 @@ def cmd_compare(args):
     for f in fusions:
         if f not in FUSIONS:
             raise UserError(f"Unknown fusion {f!r}. Expected one of {list(FUSIONS)}.")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    _check_positive(args, "epochs", "batch_size", "patience", allow_zero=["patience"])
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise UserError(
+            f"--seeds must be comma-separated integers. Received: --seeds {args.seeds}"
+        ) from None
     rows, healths = [], {}
     for fusion in fusions:
         scores = []
@@ -514,9 +711,10 @@ def cmd_search(args):
             **_versions(),
         }
     )
+    from mmfusion_keras import runs
+
     path = os.path.join(output, f"result_{args.method}.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
+    runs.write_json(path, result)
     best = result["best"]
     print(
         f"{args.method}: {result['num_trained']} architectures, top-{len(result['top'])} "
@@ -649,12 +847,23 @@ def build_parser():
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--patience", type=int, default=5)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--output", help="directory for model.keras and model_card.json")
+    train.add_argument(
+        "--output",
+        help="run folder: model.keras, model_card.json and checkpoint.npz "
+        "(refused if it holds a run, unless --overwrite or --resume)",
+    )
     train.add_argument("--tensorboard", help="directory for TensorBoard logs")
     train.add_argument(
         "--resume",
         action="store_true",
-        help="back up each epoch to OUTPUT/backup and resume from it",
+        help="continue the run in OUTPUT from its last epoch checkpoint "
+        "(same arguments required; starts a new run if there is none)",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in OUTPUT (its files are replaced only "
+        "when the new ones are written)",
     )
     train.add_argument(
         "--max-examples",

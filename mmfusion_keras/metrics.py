@@ -4,25 +4,45 @@ import numpy as np
 
 
 def classification_metrics(y_true, y_pred, class_names=None):
-    """Accuracy, WA, UA, macro F1 and the confusion matrix.
+    """Accuracy, WA, UA, macro F1, per-class scores and the confusion matrix.
 
     Following the emotion-recognition convention of the MBAF papers,
     weighted accuracy (WA) is the overall accuracy (each sample weighs the
     same) and unweighted accuracy (UA) is the mean of per-class recalls
     (each class weighs the same).
 
+    UA and macro-F1 average over the same classes: those present in
+    `y_true` (support > 0). A class without samples has no recall, so it
+    cannot enter UA; counting it as F1 = 0 in macro-F1 would mix two
+    denominators in one report (a perfect prediction of a folder covering 5
+    of 10 classes would score UA 1.0 but macro-F1 0.5). When some classes
+    of `class_names` are absent, `note` says which; predictions *into* an
+    absent class still count as errors (accuracy, the recall of the true
+    class, the confusion matrix).
+
     Args:
-        y_true: int array of true labels.
+        y_true: int array of true labels (class indices).
         y_pred: int array of predicted labels.
         class_names: optional list of class names, index = label.
 
     Returns:
-        A JSON-serializable dict.
+        A JSON-serializable dict: `accuracy` (= `weighted_accuracy`),
+        `unweighted_accuracy`, `macro_f1`, `confusion_matrix` (rows = true
+        class, over all `labels`), `labels`, `num_samples`, `per_class`
+        (name -> `support`, `recall`, `precision`, `f1`; `recall` and `f1`
+        are `None` for a class without samples), `classes_evaluated` (the
+        classes UA and macro-F1 average over) and `note` (`None`, or which
+        classes are absent).
+
+    Example:
+
+    >>> m = classification_metrics([0, 0, 0, 1], [0, 0, 0, 0], ["a", "b", "c"])
+    >>> m["weighted_accuracy"], m["unweighted_accuracy"], round(m["macro_f1"], 4)
+    (0.75, 0.5, 0.4286)
+    >>> m["classes_evaluated"], m["per_class"]["c"]["support"]
+    (['a', 'b'], 0)
     """
-    from sklearn.metrics import accuracy_score
-    from sklearn.metrics import balanced_accuracy_score
     from sklearn.metrics import confusion_matrix
-    from sklearn.metrics import f1_score
 
     y_true = np.asarray(y_true).astype(int)
     y_pred = np.asarray(y_pred).astype(int)
@@ -31,22 +51,57 @@ def classification_metrics(y_true, y_pred, class_names=None):
             "Expected two non-empty 1-D label arrays of the same length. "
             f"Received shapes {y_true.shape} and {y_pred.shape}."
         )
-    labels = (
-        list(range(len(class_names)))
-        if class_names is not None
-        else sorted(set(y_true) | set(y_pred))
-    )
-    accuracy = float(accuracy_score(y_true, y_pred))
+    if class_names is not None:
+        labels = list(range(len(class_names)))
+        outside = sorted(set(y_true.tolist() + y_pred.tolist()) - set(labels))
+        if outside:
+            raise ValueError(
+                f"Expected labels in 0..{len(labels) - 1} ({len(labels)} class "
+                f"names). Received labels {outside}."
+            )
+    else:
+        labels = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
+    names = [class_names[i] for i in labels] if class_names else labels
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    support = matrix.sum(axis=1)
+    predicted = matrix.sum(axis=0)
+    correct = np.diag(matrix)
+    per_class, recalls, f1s = {}, [], []
+    for i, name in enumerate(names):
+        recall = correct[i] / support[i] if support[i] else None
+        precision = correct[i] / predicted[i] if predicted[i] else 0.0
+        f1 = None
+        if support[i]:
+            total = support[i] + predicted[i]
+            f1 = 2.0 * correct[i] / total  # = 2PR / (P + R)
+            recalls.append(recall)
+            f1s.append(f1)
+        per_class[str(name)] = {
+            "support": int(support[i]),
+            "recall": None if recall is None else float(recall),
+            "precision": float(precision),
+            "f1": None if f1 is None else float(f1),
+        }
+    present = [names[i] for i in range(len(names)) if support[i]]
+    absent = [names[i] for i in range(len(names)) if not support[i]]
+    note = None
+    if absent:
+        note = (
+            f"{len(absent)} of {len(names)} classes have no samples in the labels "
+            f"({absent}): UA and macro-F1 average the {len(present)} classes present."
+        )
+    accuracy = float(correct.sum() / len(y_true))
     return {
         "accuracy": accuracy,
         "weighted_accuracy": accuracy,
-        "unweighted_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "macro_f1": float(
-            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-        ),
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-        "labels": [class_names[i] for i in labels] if class_names else labels,
+        "unweighted_accuracy": float(np.mean(recalls)),
+        "macro_f1": float(np.mean(f1s)),
+        "confusion_matrix": matrix.tolist(),
+        "labels": names,
         "num_samples": int(len(y_true)),
+        "per_class": per_class,
+        "classes_evaluated": present,
+        "note": note,
     }
 
 

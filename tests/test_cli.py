@@ -1,4 +1,6 @@
 import json
+import os
+import re
 
 import keras
 import numpy as np
@@ -88,16 +90,37 @@ def test_evaluate_rejects_non_keras_and_mismatched_models(tmp_path, capsys):
     assert "Expected a .keras model file" in capsys.readouterr().err
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"garbage")
-    assert main(["evaluate", "--model", str(corrupt)]) == 2
-    assert "No model_card.json beside" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(corrupt), "--task", "digits-views"]) == 2
-    assert "Could not load" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert re.search(
+        r"not a valid \.keras file: .*corrupt\.keras \(7 bytes; not a", err
+    )
     other = keras.Sequential([keras.Input((5,), name="audio"), keras.layers.Dense(2)])
     other.save(tmp_path / "other.keras")
     other_path = str(tmp_path / "other.keras")
     assert main(["evaluate", "--model", other_path, "--task", "digits-views"]) == 2
     err = capsys.readouterr().err
     assert "The model expects inputs ['audio']" in err and "missing ['audio']" in err
+    (tmp_path / "nocard").mkdir()
+    lonely = tmp_path / "nocard" / "model.keras"
+    lonely.write_bytes((tmp_path / "other.keras").read_bytes())
+    assert main(["evaluate", "--model", str(lonely)]) == 2
+    assert "No model_card.json beside" in capsys.readouterr().err
+
+
+def test_evaluate_names_empty_and_truncated_keras_files(trained, tmp_path, capsys):
+    empty = tmp_path / "empty.keras"
+    empty.write_bytes(b"")
+    assert main(["evaluate", "--model", str(empty), "--task", "digits-views"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"not a valid .keras file: {empty} (0 bytes)" in err
+    data = (trained / "model.keras").read_bytes()
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(data[: len(data) // 2])
+    assert main(["evaluate", "--model", str(truncated), "--task", "digits-views"]) == 2
+    err = capsys.readouterr().err
+    assert f"not a valid .keras file: {truncated} ({len(data) // 2} bytes;" in err
 
 
 @pytest.mark.parametrize("task", ["speech-text", "avdigits"])
@@ -145,7 +168,8 @@ def test_evaluate_on_a_manifest_folder(trained_speech_text, tmp_path, capsys):
     rows = ["audio,text,label"]
     for i in range(len(ds)):
         n = int(ds.metadata["audio_length"][i])
-        soundfile.write(tmp_path / f"clip{i}.wav", ds.inputs["audio"][i][:n], 16000)
+        clip = ds.inputs["audio"][i][:n]
+        soundfile.write(tmp_path / f"clip{i}.wav", clip, 16000, subtype="FLOAT")
         label = ds.class_names[ds.labels[i]]
         rows.append(f'clip{i}.wav,"{ds.inputs["text"][i]}",{label}')
     (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
@@ -164,7 +188,22 @@ def test_evaluate_on_a_manifest_folder(trained_speech_text, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     metrics = json.loads(report.read_text())
     assert metrics["num_samples"] == 6
-    # The same clips through the bundled loader give the same predictions.
+    # The same clips through the bundled loader (float WAV: no quantization)
+    # give the same confusion matrix.
+    from mmfusion_keras.cli import _predict_labels
+    from mmfusion_keras.metrics import classification_metrics
+    from mmfusion_keras.tasks import prepare_inputs
+
+    card = json.loads((trained_speech_text.parent / "model_card.json").read_text())
+    inputs, _ = prepare_inputs(
+        card["preprocessing"],
+        {"audio": list(ds.inputs["audio"]), "text": list(ds.inputs["text"])},
+    )
+    model = keras.saving.load_model(trained_speech_text, compile=False)
+    bundled = classification_metrics(
+        ds.labels, _predict_labels(model, inputs), card["classes"]
+    )
+    assert metrics["confusion_matrix"] == bundled["confusion_matrix"]
     assert (
         main(["evaluate", "--model", str(trained_speech_text), "--data", "nowhere"])
         == 2
@@ -203,3 +242,93 @@ def test_late_fusion_is_refused_where_it_does_not_apply(capsys):
         main(["train", "--task", "avdigits", "--fusion", "late", "--epochs", "1"]) == 2
     )
     assert "Late fusion averages class scores" in capsys.readouterr().err
+
+
+def _unwritable_folder(tmp_path):
+    """A folder no file can be created in (as root: read-only /sys/fs)."""
+    import tempfile
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    os.chmod(folder, 0o500)
+    for candidate in (folder, "/sys/fs"):
+        try:
+            with tempfile.TemporaryFile(dir=candidate):
+                pass
+        except OSError:
+            return candidate
+    pytest.skip("no unwritable folder on this machine (root without /sys)")
+
+
+TRAIN_MISUSES = [
+    (["--epochs", "0"], r"--epochs must be a positive integer. Received: --epochs 0"),
+    (["--epochs", "-3"], r"--epochs must be a positive integer. Received: --epochs -3"),
+    (["--batch-size", "-5"], r"--batch-size must be a positive integer. Received: "),
+    (["--batch-size", "0"], r"--batch-size must be a positive integer. Received: "),
+    (["--max-examples", "0"], r"--max-examples must be a positive integer"),
+    (["--max-examples", "-1"], r"--max-examples must be a positive integer"),
+    (["--patience", "-1"], r"--patience must be a non-negative integer"),
+    (["--output", "{file}"], r"--output must be a folder, but .*afile is an existing"),
+    (["--output", "{file}/sub"], r"Cannot write to --output folder .*afile/sub: Not a"),
+    (["--output", "{locked}/run"], r"Cannot write to --output folder .*: (Perm|Oper)"),
+    (["--output", "{dir}", "--resume", "--overwrite"], r"either --overwrite or --r"),
+    (["--resume"], r"--resume needs --output \(the run folder\)"),
+    (["--overwrite"], r"--overwrite needs --output"),
+]
+
+
+@pytest.mark.parametrize("extra,message", TRAIN_MISUSES)
+def test_train_misuse_is_one_line_before_loading_data(
+    extra, message, tmp_path, monkeypatch, capsys
+):
+    import mmfusion_keras.tasks
+
+    def no_data(name):
+        raise AssertionError("data loaded before the arguments were checked")
+
+    monkeypatch.setattr(mmfusion_keras.tasks, "get_task", no_data)
+    (tmp_path / "afile").write_text("x")
+    names = {"file": tmp_path / "afile", "dir": tmp_path / "d"}
+    if any("{locked}" in e for e in extra):
+        names["locked"] = _unwritable_folder(tmp_path)
+    extra = [e.format(**names) for e in extra]
+    assert main(["train", "--epochs", "1", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(message, err), err
+
+
+def test_evaluate_output_misuse_is_one_line_before_evaluating(
+    trained, tmp_path, monkeypatch, capsys
+):
+    import mmfusion_keras.metrics
+
+    def no_metrics(*args, **kwargs):
+        raise AssertionError("metrics computed before --output was checked")
+
+    monkeypatch.setattr(mmfusion_keras.metrics, "classification_metrics", no_metrics)
+    model = str(trained / "model.keras")
+    locked = _unwritable_folder(tmp_path)
+    cases = [
+        (tmp_path, r"--output must be a file path, but .* is a folder"),
+        (tmp_path / "no" / "m.json", r"The folder of --output .*m\.json does not "),
+        (os.path.join(locked, "m.json"), r"Cannot write --output .*m\.json: (Perm|Op)"),
+    ]
+    for output, message in cases:
+        assert main(["evaluate", "--model", model, "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and re.search(message, err), err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--seeds", "0,a"], r"--seeds must be comma-separated integers. Received: "),
+        (["--epochs", "0"], r"--epochs must be a positive integer"),
+        (["--batch-size", "-5"], r"--batch-size must be a positive integer"),
+    ],
+)
+def test_compare_misuse_is_one_line(argv, message, capsys):
+    assert main(["compare", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err

@@ -78,15 +78,25 @@ def _source_name(source, name):
     return str(getattr(source, "name", "<file-like object>"))
 
 
+def _check_path(source, label):
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        raise ValueError(
+            f"load_audio expected an audio file. Received a directory: '{label}'"
+        )
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Audio file not found: '{label}'")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise ValueError(f"Cannot read audio file '{label}': {e}") from e
+
+
 def _read_bytes(source, label):
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        if os.path.isdir(path):
-            raise ValueError(
-                f"load_audio expected an audio file. Received a directory: '{label}'"
-            )
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"Audio file not found: '{label}'")
+        _check_path(source, label)
         try:
             with open(path, "rb") as f:
                 return f.read()
@@ -111,6 +121,32 @@ def _read_bytes(source, label):
         "load_audio expected a file path, bytes or a binary file-like object. "
         f"Received: {type(source).__name__}"
     )
+
+
+def _crop_window(total, source_rate, target_rate, max_samples, crop):
+    """Which source frames to decode so that cropping after resampling is exact.
+
+    Returns `(first_frame, last_frame, start, offset)`: decode frames
+    `[first_frame, last_frame)`, resample them, and the wanted output
+    samples `[start, start + max_samples)` of the whole resampled clip are
+    `segment[start - offset : start - offset + max_samples]`. The window
+    adds the resampling filter's reach on both sides and begins on a
+    multiple of the rate ratio's denominator, so the kept samples equal
+    those of resampling the whole clip (up to float rounding). Returns
+    `None` when the clip is not longer than `max_samples` after resampling.
+    """
+    g = math.gcd(int(source_rate), int(target_rate))
+    up, down = int(target_rate) // g, int(source_rate) // g
+    out_length = -(-total * up // down)
+    if max_samples is None or out_length <= max_samples:
+        return None
+    start = 0 if crop == "start" else (out_length - max_samples) // 2
+    # resample_poly's filter has 10 * max(up, down) taps on each side at the
+    # upsampled rate, i.e. this many source frames.
+    reach = 0 if up == down == 1 else -(-10 * max(up, down) // up) + 2
+    first = max(0, (start * down // up - reach) // down * down)
+    last = min(total, -(-(start + max_samples) * down // up) + reach)
+    return first, last, start, first * up // down
 
 
 def _fix_length(waveform, max_samples, pad, crop):
@@ -176,6 +212,14 @@ def load_audio(
     `sample_rate`, then crop to `max_samples` and, if `pad`, zero-pad to
     exactly `max_samples`.
 
+    A clip longer than `max_samples` is cropped while decoding: only the
+    source frames the kept samples depend on (plus the resampling filter's
+    reach) are read, so a 10-minute file costs no more memory than the
+    crop. The result equals decoding, resampling and cropping the whole
+    clip (to float rounding). A path is decoded from the file directly;
+    bytes and file objects are held in memory whole. The finiteness check
+    covers the decoded frames only.
+
     Args:
         source: a file path, the file's bytes, or a binary file-like object
             (e.g. a Streamlit `UploadedFile`).
@@ -228,17 +272,36 @@ def load_audio(
             f"Received: sample_rate={sample_rate}"
         )
 
-    data = _read_bytes(source, label)
-    if len(data) == 0:
+    if isinstance(source, (str, os.PathLike)):
+        # Decode from the file itself: only the frames kept are read.
+        _check_path(source, label)
+        opened = os.fspath(source)
+        with open(opened, "rb") as f:
+            head = f.read(16)
+    else:
+        data = _read_bytes(source, label)
+        head, opened = data[:16], io.BytesIO(data)
+    if len(head) == 0:
         raise ValueError(f"Audio file '{label}' is empty (0 bytes).")
     extension = os.path.splitext(label)[1].lower()
-    unsupported = _sniff_container(data[:16]) or _UNSUPPORTED_EXTENSIONS.get(extension)
+    unsupported = _sniff_container(head) or _UNSUPPORTED_EXTENSIONS.get(extension)
+    window = None
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
+        with sf.SoundFile(opened) as f:
             source_rate = f.samplerate
             channels = f.channels
             fmt = f"{f.format}/{f.subtype}"
-            frames = f.read(dtype="float32", always_2d=True)
+            total = f.frames
+            window = _crop_window(total, source_rate, sample_rate, max_samples, crop)
+            if window is None:
+                frames = f.read(dtype="float32", always_2d=True)
+            else:
+                first, last = window[:2]
+                if first and f.seekable():
+                    f.seek(first)
+                elif first:
+                    f.read(first, dtype="float32", always_2d=True)
+                frames = f.read(last - first, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         if unsupported is not None:
             raise ValueError(
@@ -260,9 +323,13 @@ def load_audio(
             "(NaN or infinity); expected finite samples."
         )
     mono = frames.mean(axis=1)
-    duration = frames.shape[0] / source_rate
+    duration = (frames.shape[0] if window is None else total) / source_rate
     mono = resample(mono, source_rate, sample_rate)
+    if window is not None:
+        start = window[2] - window[3]  # the crop, in the segment
+        mono = mono[start : start + max_samples]
     waveform, valid, cropped, padded = _fix_length(mono, max_samples, pad, crop)
+    cropped = cropped or window is not None
     info = AudioInfo(
         name=label,
         sample_rate=int(sample_rate),

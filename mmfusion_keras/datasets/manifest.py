@@ -53,6 +53,37 @@ def _load_image(path, where, image_size, image_mode):
     return array
 
 
+def _is_index(text):
+    return text.isdigit() and text.isascii()
+
+
+def _label_mode(labels_text, class_names, where):
+    """`"names"`, or `"indices"` when the labels are class indices.
+
+    Labels are class indices when none of them is a class name, every one is
+    an integer in `0..len(class_names) - 1`, and no class name is itself an
+    integer (then `"3"` would be ambiguous).
+    """
+    if all(lab in class_names for lab in labels_text):
+        return "names"
+    numeric_names = any(_is_index(c) for c in class_names)
+    if not numeric_names and not any(lab in class_names for lab in labels_text):
+        if all(_is_index(lab) and int(lab) < len(class_names) for lab in labels_text):
+            return "indices"
+    for i, label in enumerate(labels_text):
+        if label not in class_names:
+            hint = (
+                ""
+                if numeric_names
+                else f" (or, in every row, a class index 0..{len(class_names) - 1})"
+            )
+            raise ValueError(
+                f"Unknown label {label!r} in {where(i)}. Expected one of "
+                f"{class_names}{hint}."
+            )
+    return "names"  # unreachable
+
+
 def load_manifest(
     folder,
     class_names=None,
@@ -67,8 +98,12 @@ def load_manifest(
     Args:
         folder: the folder holding the manifest and the files it names.
         class_names: optional list of allowed labels, in class-index order;
-            a row with another label raises. Defaults to the sorted distinct
-            labels of the manifest.
+            a row with another label raises. The `label` column holds class
+            names, or class indices (`0`, `1`, ...) when no label is a class
+            name, every label is an integer below `len(class_names)` and no
+            class name is itself an integer (digit labels `0`..`9` for the
+            classes `zero`..`nine`). Defaults to the distinct labels of the
+            manifest, sorted (numerically when all are integers).
         manifest: the manifest file name inside `folder`.
         sample_rate: audio sample rate after resampling (Hz).
         max_samples: audio crop / pad length; `None` pads to the longest clip.
@@ -140,17 +175,20 @@ def load_manifest(
             if not row.get(column):
                 raise ValueError(f"Empty '{column}' cell in {where(i)}.")
     labels_text = [row["label"] for row in raw_rows]
+    label_mode = "names"
     if class_names is None:
-        class_names = sorted(set(labels_text))
+        distinct = set(labels_text)
+        if all(_is_index(lab) for lab in distinct):
+            class_names = sorted(distinct, key=int)  # 2 before 10
+        else:
+            class_names = sorted(distinct)
     else:
         class_names = [str(c) for c in class_names]
-        for i, label in enumerate(labels_text):
-            if label not in class_names:
-                raise ValueError(
-                    f"Unknown label {label!r} in {where(i)}. Expected one of "
-                    f"{class_names}."
-                )
-    labels = np.array([class_names.index(lab) for lab in labels_text], "int32")
+        label_mode = _label_mode(labels_text, class_names, where)
+    if label_mode == "indices":
+        labels = np.array([int(lab) for lab in labels_text], "int32")
+    else:
+        labels = np.array([class_names.index(lab) for lab in labels_text], "int32")
 
     def resolve(i, column):
         path = os.path.join(folder, raw_rows[i][column])
@@ -213,5 +251,6 @@ def load_manifest(
             "manifest": manifest_path,
             "modalities": modalities,
             "sample_rate": sample_rate if "audio" in modalities else None,
+            "label_mode": label_mode,
         },
     )

@@ -97,6 +97,39 @@ def test_crop_and_pad(tmp_path):
     assert unpadded.shape == (16000,) and not info.padded
 
 
+@pytest.mark.parametrize("rate,channels", [(44100, 2), (16000, 1), (22050, 1)])
+@pytest.mark.parametrize("crop", ["start", "center"])
+def test_long_clips_are_cropped_while_decoding(
+    tmp_path, monkeypatch, rate, channels, crop
+):
+    path = tmp_path / "long.wav"
+    rng = np.random.default_rng(0)
+    clip = 0.3 * rng.standard_normal((rate * 6 + 7, channels))
+    sf.write(path, clip, rate, subtype="FLOAT")
+    # What cropping after decoding the whole clip gives.
+    whole = resample(clip.astype("float32").mean(axis=1), rate, 16000)
+    start = 0 if crop == "start" else (len(whole) - 8000) // 2
+    read = []
+    real_read = sf.SoundFile.read
+
+    def counting_read(self, frames=-1, *args, **kwargs):
+        out = real_read(self, frames, *args, **kwargs)
+        read.append(len(out))
+        return out
+
+    monkeypatch.setattr(sf.SoundFile, "read", counting_read)
+    wave, info = load_audio(path, max_samples=8000, crop=crop)
+    np.testing.assert_allclose(wave, whole[start : start + 8000], atol=1e-6)
+    assert info.cropped and info.num_samples == 8000
+    assert info.duration_seconds == pytest.approx(6 + 7 / rate)
+    # Half a second of 6 s was decoded (plus the resampling filter's reach).
+    assert sum(read) < 0.6 * rate, read
+    read.clear()
+    from_bytes, _ = load_audio(path.read_bytes(), max_samples=8000, crop=crop)
+    np.testing.assert_array_equal(from_bytes, wave)
+    assert sum(read) < 0.6 * rate
+
+
 def test_file_like_with_name():
     buf = io.BytesIO()
     sf.write(buf, np.zeros(1600), 16000, format="FLAC")

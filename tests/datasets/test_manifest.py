@@ -146,3 +146,32 @@ def test_errors_name_file_and_row(tmp_path):
     assert_raises_with_message(
         lambda: load_manifest(folder), r"has a header but no data rows"
     )
+
+
+def test_integer_labels_are_class_indices_when_they_are_not_class_names(tmp_path):
+    digits = ["zero", "one", "two", "three"]
+    folder = str(tmp_path)
+    with open(os.path.join(folder, "manifest.csv"), "w") as f:
+        f.write("text,label\na,0\nb,3\nc,1\n")
+    ds = load_manifest(folder, class_names=digits)
+    assert ds.labels.tolist() == [0, 3, 1] and ds.info["label_mode"] == "indices"
+    # Class names that are integers are names, never indices.
+    names = load_manifest(folder, class_names=["3", "1", "0"])
+    assert names.labels.tolist() == [2, 0, 1] and names.info["label_mode"] == "names"
+    # Without class names, integer labels sort as numbers.
+    with open(os.path.join(folder, "manifest.csv"), "w") as f:
+        f.write("text,label\na,10\nb,2\nc,0\n")
+    ds = load_manifest(folder)
+    assert ds.class_names == ("0", "2", "10") and ds.labels.tolist() == [2, 1, 0]
+    assert_raises_with_message(
+        lambda: load_manifest(folder, class_names=digits),
+        r"Unknown label '10' in row 1, line 2 of '.*manifest\.csv'. Expected one of "
+        r"\['zero', 'one', 'two', 'three'\] \(or, in every row, a class index 0\.\.3\)",
+    )
+    # Names and indices mixed in one column: refused, not guessed.
+    with open(os.path.join(folder, "manifest.csv"), "w") as f:
+        f.write("text,label\na,one\nb,2\n")
+    assert_raises_with_message(
+        lambda: load_manifest(folder, class_names=digits),
+        r"Unknown label '2' in row 2, line 3",
+    )
