@@ -57,16 +57,12 @@ def test_builds_saves_and_loads(default_mult):
 # step of nine transformers costs minutes (JAX: XLA compile, or op-by-op
 # dispatch when run eagerly; measured 289 s eager on JAX), so there it is
 # `slow` (run with `-m slow`).
-_SLOW_UNLESS_TORCH = [] if keras.config.backend() == "torch" else [pytest.mark.slow]
+def slow_unless_torch(test):
+    return test if keras.config.backend() == "torch" else pytest.mark.slow(test)
 
 
-@pytest.mark.parametrize(
-    "head",
-    [
-        pytest.param("multilabel", marks=_SLOW_UNLESS_TORCH),
-        pytest.param("multiclass", marks=_SLOW_UNLESS_TORCH),
-    ],
-)
+@slow_unless_torch
+@pytest.mark.parametrize("head", ["multilabel", "multiclass"])
 def test_fit_one_step(head):
     model = _tiny(head)
     xs, masks = _data()
