@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up ./.venv, then runs the test suite once per Keras backend, each in
 # its own pytest process. Fails if any backend fails. Extra arguments go to
-# pytest (e.g. `bash scripts/test.sh -x tests/layers`).
+# pytest (e.g. `bash scripts/test.sh -x tests/layers`); `-rs` prints the
+# reason of every skipped test.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh || exit 1
@@ -11,7 +12,7 @@ summary=()
 for backend in tensorflow jax torch; do
     echo "=== KERAS_BACKEND=$backend"
     start=$(date +%s)
-    KERAS_BACKEND=$backend .venv/bin/python -m pytest -q "$@"
+    KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -rs "$@"
     code=$?
     took=$(( $(date +%s) - start ))
     if [ $code -ne 0 ]; then status=1; fi

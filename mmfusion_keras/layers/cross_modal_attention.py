@@ -115,6 +115,14 @@ class CrossModalAttention(keras.layers.Layer):
     computed; the target mask is passed on as the output mask). Attention
     dropout (`dropout`) drops attention weights in training.
 
+    `use_causal_mask=True` adds MulT's attention mask (its code's
+    `buffered_future_mask`, on by default in MulT): target step `i` may only
+    attend to source steps `j <= i + |T_beta - T_alpha|`, i.e. MulT's
+    `triu(-inf, 1 + |T_beta - T_alpha|)` added to the logits. For
+    self-attention (equal lengths) this is the usual causal mask. The offset
+    uses the tensors' (padded) lengths, as MulT does; it combines with the
+    source padding mask (a step must pass both).
+
     Args:
         num_heads: number of heads `H`, a positive integer.
         key_dim: width `d_k` of queries and keys per head; default
@@ -122,6 +130,8 @@ class CrossModalAttention(keras.layers.Layer):
         value_dim: width of values per head; default `key_dim`.
         output_dim: width of the output; default the target's width.
         dropout: attention-weight dropout rate in `[0, 1)`.
+        use_causal_mask: if true, apply MulT's (shifted) causal mask
+            described above. Default False.
         use_bias: whether the projections have biases.
         kernel_initializer: initializer of the projection kernels.
         bias_initializer: initializer of the biases.
@@ -171,6 +181,7 @@ class CrossModalAttention(keras.layers.Layer):
         value_dim=None,
         output_dim=None,
         dropout=0.0,
+        use_causal_mask=False,
         use_bias=True,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
@@ -205,6 +216,7 @@ class CrossModalAttention(keras.layers.Layer):
         self.value_dim = value_dim
         self.output_dim = output_dim
         self.dropout = float(dropout)
+        self.use_causal_mask = bool(use_causal_mask)
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -267,11 +279,22 @@ class CrossModalAttention(keras.layers.Layer):
         # mixed precision.
         logits = ops.einsum("bqhk,bshk->bhqs", q, k)
         logits = ops.cast(logits, "float32") / math.sqrt(key_dim)
+        keep = None
         if source_mask is not None:
             keep = ops.cast(source_mask, "bool")[:, None, None, :]
+        if self.use_causal_mask:
+            # MulT's buffered_future_mask: step i sees j <= i + |T_s - T_t|.
+            t_len, s_len = ops.shape(target)[1], ops.shape(source)[1]
+            offset = ops.abs(s_len - t_len)
+            allowed = ops.arange(s_len)[None, :] <= (
+                ops.arange(t_len)[:, None] + offset
+            )
+            allowed = allowed[None, None, :, :]
+            keep = allowed if keep is None else ops.logical_and(keep, allowed)
+        if keep is not None:
             logits = ops.where(keep, logits, -1e9)
         weights = ops.softmax(logits, axis=-1)
-        if source_mask is not None:
+        if keep is not None:
             # exp(-1e9 - max) is already 0; this also zeroes fully padded rows.
             weights = weights * ops.cast(keep, "float32")
         weights = ops.cast(weights, self.compute_dtype)
@@ -314,6 +337,7 @@ class CrossModalAttention(keras.layers.Layer):
             "value_dim": self.value_dim,
             "output_dim": self.output_dim,
             "dropout": self.dropout,
+            "use_causal_mask": self.use_causal_mask,
             "use_bias": self.use_bias,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),

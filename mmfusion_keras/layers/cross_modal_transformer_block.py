@@ -39,6 +39,8 @@ class CrossModalTransformerBlock(keras.layers.Layer):
         key_dim: per-head query/key width; default `d_target // num_heads`.
         feedforward_dim: hidden width of `FF`; default `4 * d_target`.
         attention_dropout: dropout rate of the attention weights.
+        use_causal_mask: if true, MulT's (shifted) causal attention mask
+            (see `CrossModalAttention`). Default False.
         relu_dropout: dropout rate after the ReLU of `FF`.
         residual_dropout: dropout rate of each branch before its residual.
         residual_from_normalized: if true, `R = LN` as in Eq. 7-8; if false
@@ -82,6 +84,7 @@ class CrossModalTransformerBlock(keras.layers.Layer):
         attention_dropout=0.1,
         relu_dropout=0.1,
         residual_dropout=0.1,
+        use_causal_mask=False,
         residual_from_normalized=False,
         epsilon=1e-5,
         seed=None,
@@ -115,6 +118,7 @@ class CrossModalTransformerBlock(keras.layers.Layer):
         self.attention_dropout = float(attention_dropout)
         self.relu_dropout = float(relu_dropout)
         self.residual_dropout = float(residual_dropout)
+        self.use_causal_mask = bool(use_causal_mask)
         self.residual_from_normalized = bool(residual_from_normalized)
         self.epsilon = epsilon
         self.seed = seed
@@ -123,6 +127,7 @@ class CrossModalTransformerBlock(keras.layers.Layer):
             num_heads,
             key_dim=key_dim,
             dropout=attention_dropout,
+            use_causal_mask=use_causal_mask,
             seed=_seed(seed, 0),
             name="attention",
             dtype=self.dtype_policy,
@@ -206,6 +211,7 @@ class CrossModalTransformerBlock(keras.layers.Layer):
             "attention_dropout": self.attention_dropout,
             "relu_dropout": self.relu_dropout,
             "residual_dropout": self.residual_dropout,
+            "use_causal_mask": self.use_causal_mask,
             "residual_from_normalized": self.residual_from_normalized,
             "epsilon": self.epsilon,
             "seed": self.seed,

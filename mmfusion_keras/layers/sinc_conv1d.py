@@ -30,6 +30,7 @@ class SincConv1D(keras.layers.Layer):
     normalised:
 
         f1 = min_low + |low|,   f2 = f1 + min_band + |band|         (Eq. 5)
+        f2 <- min(f2, fs / 2)              (SincNet's code, see below)
         g[n] = 2 f2 sinc(2 pi f2 n) - 2 f1 sinc(2 pi f1 n)          (Eq. 4)
         h[n] = g[n] / (2 (f2 - f1)) * w[n]                          (Eq. 6)
         w[n] = 0.54 - 0.46 cos(2 pi (n + (K-1)/2) / (K-1))          (Eq. 7)
@@ -55,8 +56,16 @@ class SincConv1D(keras.layers.Layer):
       largest tap of `g`, so it equals the paper's division by the maximum
       without a `max` in the graph. `min_band_hz` must therefore be
       positive.
-    - `f2` is not clipped at the Nyquist frequency (the paper does not
-      clip); a band that grows past it simply aliases.
+    - The upper cut-off is clamped at the Nyquist frequency `fs / 2`, as
+      the SincNet reference code does (`high = clamp(low + min_band +
+      |band|, min_low, fs / 2)`; the paper's Eq. 5 does not clamp): a band
+      cannot reach past what the sampled signal holds (unclamped, a band
+      ending at 11.3 kHz at 16 kHz would alias). Where the reference lets
+      `f1` pass `fs / 2 - min_band` (the band then empties or flips sign
+      and its normalisation divides by zero or a negative width), `f1` is
+      also capped at `fs / 2 - min_band`, so every band keeps at least
+      `min_band_hz`. Neither cap changes a band inside `[0, fs / 2]`; a
+      clamped edge gets no gradient, as in the reference.
     - The kernel is computed in float32 even under a mixed-precision policy
       (the phases `2 pi f n` need more than float16's precision) and cast
       to the compute dtype before the convolution.
@@ -222,8 +231,10 @@ class SincConv1D(keras.layers.Layer):
         min_band = self.min_band_hz / self.sample_rate
         low = ops.cast(self.low_cutoff, "float32")
         band = ops.cast(self.bandwidth, "float32")
-        f1 = min_low + ops.abs(low)  # Eq. 5
-        f2 = f1 + min_band + ops.abs(band)  # Eq. 5
+        # Eq. 5, with the Nyquist clamp of SincNet's code (f1 capped so the
+        # band keeps at least min_band; see the class docstring).
+        f1 = ops.minimum(min_low + ops.abs(low), 0.5 - min_band)
+        f2 = ops.minimum(f1 + min_band + ops.abs(band), 0.5)
         # Eq. 4: 2 f sinc(2 pi f n) = sin(2 pi f n) / (pi n), and 2 f at n = 0.
         is_centre = ops.equal(n, 0.0)
         safe_n = ops.where(is_centre, ops.ones_like(n), n)

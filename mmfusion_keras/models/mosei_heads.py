@@ -7,15 +7,21 @@ target="emotions")` returns them as `(N, 6)`). Papers evaluate it two ways
 
 * `head="multilabel"`: 6 sigmoid units, one per emotion, trained with
   binary cross-entropy on presence labels `intensity > 0`
-  (`emotion_targets(y, "multilabel")`); per-class Acc_2 and F1.
+  (`emotion_targets(y, "multilabel")`); several emotions can be predicted
+  present at once (MOSEI segments often carry several). Per-emotion
+  weighted accuracy and F1 (the published convention) and Acc_6.
 * `head="multiclass"`: a 6-way softmax, trained with sparse categorical
   cross-entropy on the dominant emotion `argmax(intensity)`
-  (`emotion_targets(y, "multiclass")`); Acc_6 and F1. Samples without any
-  emotion (all intensities 0) have no dominant emotion: `emotion_targets`
-  returns their index so callers can drop them.
+  (`emotion_targets(y, "multiclass")`); Acc_6 and F1 only: a softmax
+  predicts at most one emotion above 0.5, so per-emotion presence numbers
+  from it are meaningless. Samples without any emotion (all intensities 0)
+  have no dominant emotion: `emotion_targets` returns their index so
+  callers can drop them.
 
-`mmfusion_keras.metrics.emotion_metrics` computes the paper's metrics from
-either head's scores. The hierarchical delta-attention model and the MulT
+`mmfusion_keras.metrics.emotion_metrics(y, scores, head=...)` computes the
+metrics from either head's scores (tie rules documented there);
+`metrics.sentiment_metrics` covers the sentiment regression task (both
+Acc_2 conventions, Acc_7, Acc_5, MAE, correlation). The hierarchical delta-attention model and the MulT
 baseline share these functions, so their heads are identical.
 """
 

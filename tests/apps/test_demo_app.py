@@ -232,3 +232,32 @@ def test_a_collapsed_memory_projects_to_zeros_without_nans():
     np.testing.assert_array_equal(explained, [0.0, 0.0])
     memory[2, 1] += 0.5
     assert not core.memory_collapsed(memory)
+
+
+def test_shown_probabilities_equal_model_predict(app, models_root):
+    # The page's numbers for a known input must be `model.predict`'s, on
+    # the model loaded independently of the app (both rows: real, blanked).
+    audio, text = wav_bytes(2.0), "I am so glad to see you"
+    app.file_uploader(key="audio_file").set_value(("clip.wav", audio, "audio/wav"))
+    app.checkbox(key="own_text").check().run()
+    app.text_input(key="text").input(text).run()
+    app.radio(key="blank").set_value("text").run()
+    assert not app.exception, app.exception
+    path = models_root / "speech_text_mbaf" / "model.keras"
+    card = core.read_card(path)
+    raw = {"audio": core.decode_audio(audio, "clip.wav")[0], "text": text}
+    inputs, _ = core.make_inputs(card, raw, blank="text")
+    model = keras.saving.load_model(path, compile=False)
+    names = [t.name.split(":")[0] for t in model.inputs]
+    expected = model.predict([inputs[n] for n in names], verbose=0)
+    assert expected.shape == (2, len(card["classes"]))
+    analysis = core.analyze(core.load_model(path), None, raw, blank="text")
+    np.testing.assert_allclose(analysis.probabilities, expected, atol=1e-5)
+
+    def shown(row):
+        i = int(np.argmax(expected[row]))
+        return f"{card['classes'][i]} ({expected[row, i]:.0%})"
+
+    assert prediction(app) == f"### Predicted class: {shown(1)} with text blanked"
+    markdown = " ".join(texts(app, "markdown"))
+    assert f"with all inputs: **{shown(0).replace(' (', '** (')}" in markdown

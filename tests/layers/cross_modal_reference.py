@@ -8,23 +8,37 @@ def softmax(x, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def cross_modal_attention_np(target, source, w, source_mask=None):
+def mult_future_mask(t_target, t_source):
+    """MulT's `buffered_future_mask`: True where a query may attend.
+
+    MulT adds `triu(-inf, 1 + |T_s - T_t|)` to the logits; this returns the
+    complement of that upper triangle as booleans.
+    """
+    blocked = np.triu(np.ones((t_target, t_source)), k=1 + abs(t_source - t_target))
+    return blocked == 0
+
+
+def cross_modal_attention_np(target, source, w, source_mask=None, causal=False):
     """Multi-head attention of `target` (queries) over `source` (keys/values).
 
     `w` holds query/key/value/output kernels (d, H, k) / (H, v, o) and biases.
-    Returns (output, weights) with weights (batch, H, T_target, T_source).
+    With `causal`, MulT's future mask applies too. Returns (output, weights)
+    with weights (batch, H, T_target, T_source).
     """
     q = np.einsum("btd,dhk->bthk", target, w["query_kernel"]) + w["query_bias"]
     k = np.einsum("btd,dhk->bthk", source, w["key_kernel"]) + w["key_bias"]
     v = np.einsum("btd,dhk->bthk", source, w["value_kernel"]) + w["value_bias"]
     logits = np.einsum("bqhk,bshk->bhqs", q, k) / np.sqrt(q.shape[-1])  # Eq. 2
     weights = np.zeros_like(logits)
+    future = mult_future_mask(target.shape[1], source.shape[1])
     for b in range(logits.shape[0]):
         valid = (
             np.ones(source.shape[1], bool) if source_mask is None else source_mask[b]
         )
-        if valid.any():
-            weights[b][..., valid] = softmax(logits[b][..., valid])
+        for i in range(target.shape[1]):
+            row = valid & future[i] if causal else valid
+            if row.any():
+                weights[b][:, i, row] = softmax(logits[b][:, i, row])
     heads = np.einsum("bhqs,bshv->bqhv", weights, v)  # Eq. 1
     out = np.einsum("bqhv,hvo->bqo", heads, w["output_kernel"]) + w["output_bias"]
     return out, weights

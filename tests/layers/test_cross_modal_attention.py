@@ -107,6 +107,40 @@ def test_attention_matches_numpy_reference_with_masks():
     np.testing.assert_allclose(_np(layer([TARGET, SOURCE])), ref_plain, atol=1e-4)
 
 
+@pytest.mark.parametrize("source_steps", [5, 4, 2])
+def test_causal_mask_matches_mults_future_mask(source_steps):
+    # MulT's buffered_future_mask: query i sees j <= i + |T_s - T_t|.
+    source, mask = SOURCE[:, :source_steps], SOURCE_MASK[:, :source_steps]
+    layer = CrossModalAttention(num_heads=2, use_causal_mask=True)
+    layer.build([TARGET.shape, source.shape])
+    _randomize(layer)
+    out, scores = layer(
+        [TARGET, source], mask=[None, mask], return_attention_scores=True
+    )
+    ref_out, ref_scores = cross_modal_attention_np(
+        TARGET, source, _attention_weights(layer), mask, causal=True
+    )
+    np.testing.assert_allclose(_np(scores), ref_scores, atol=1e-5)
+    np.testing.assert_allclose(_np(out), ref_out, atol=1e-4)
+    offset = abs(source_steps - TARGET.shape[1])
+    for i in range(TARGET.shape[1]):
+        assert np.all(_np(scores)[0, :, i, i + offset + 1 :] == 0.0)
+    # Unmasked-by-padding call: a later source step cannot reach query 0.
+    changed = source.copy()
+    changed[:, offset + 1 :] += 10.0
+    a = _np(layer([TARGET, source]))[:, 0]
+    b = _np(layer([TARGET, changed]))[:, 0]
+    if offset + 1 < source_steps:
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    off = CrossModalAttention.from_config(
+        {**layer.get_config(), "use_causal_mask": False}
+    )
+    off.build([TARGET.shape, source.shape])
+    off.set_weights(layer.get_weights())
+    ref_plain, _ = cross_modal_attention_np(TARGET, source, _attention_weights(off))
+    np.testing.assert_allclose(_np(off([TARGET, source])), ref_plain, atol=1e-4)
+
+
 def test_padded_source_values_do_not_matter():
     layer = CrossModalAttention(num_heads=2)
     changed = SOURCE.copy()
@@ -195,7 +229,7 @@ def test_conformance_cross_modal_attention():
 def test_conformance_cross_modal_transformer_block():
     run_layer_conformance(
         CrossModalTransformerBlock,
-        {"num_heads": 2, "feedforward_dim": 8, "seed": 2},
+        {"num_heads": 2, "feedforward_dim": 8, "use_causal_mask": True, "seed": 2},
         [(None, 4, 6), (None, 5, 3)],
         (None, 4, 6),
         # attention 8 + 3 norms x 2 + 2 dense x 2

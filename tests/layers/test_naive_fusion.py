@@ -61,15 +61,50 @@ def test_elementwise_conformance_without_projection(cls):
     )
 
 
+# Three inputs with distinct, non-trivial values: no pairwise sum equals a
+# product (unlike x = y = 2), so sum, product and mixes of them differ.
+_rng = np.random.default_rng(3)
+A, B, C = (_rng.uniform(-2.0, 2.0, (2, 3)).astype("float32") for _ in range(3))
+
+
 def test_naive_fusion_values():
     np.testing.assert_allclose(
         ops.convert_to_numpy(ConcatenateFusion()([X1, X2])),
         np.concatenate([X1, X2], axis=-1),
     )
-    np.testing.assert_allclose(ops.convert_to_numpy(SumFusion()([X1, X2, X2])), X1 + 4)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(ProductFusion()([X1, X2, X2])), X1 * 4
+        ops.convert_to_numpy(ConcatenateFusion()([A, B, C])),
+        np.concatenate([A, B, C], axis=-1),
     )
+    total, product = A + B + C, A * B * C
+    # The inputs do separate the two (and partial mixes of them).
+    assert np.abs(total - product).min() > 1e-2
+    assert np.abs(product - A * (B + C)).min() > 1e-3
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(SumFusion()([A, B, C])), total, rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(ProductFusion()([A, B, C])),
+        product,
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    "cls, combine", [(SumFusion, np.add), (ProductFusion, np.multiply)]
+)
+def test_projected_fusion_values(cls, combine):
+    # Each modality through its own Dense(u) + activation, then combined.
+    inputs = [A, B[:, :2], C[:, :1]]
+    layer = cls(projection_units=4, projection_activation="tanh")
+    out = ops.convert_to_numpy(layer(inputs))
+    projected = [
+        np.tanh(x @ ops.convert_to_numpy(p.kernel) + ops.convert_to_numpy(p.bias))
+        for p, x in zip(layer.projections, inputs)
+    ]
+    expected = combine(combine(projected[0], projected[1]), projected[2])
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_invalid_projection_units():

@@ -9,9 +9,15 @@ from mmfusion_keras.testing import run_layer_conformance
 
 
 def reference_kernel(low, band, kernel_size, sample_rate, min_low_hz, min_band_hz):
-    """NumPy SincNet kernel, (K, filters), from weights in cycles per sample."""
-    f1 = min_low_hz / sample_rate + np.abs(low)
-    f2 = f1 + min_band_hz / sample_rate + np.abs(band)
+    """NumPy SincNet kernel, (K, filters), from weights in cycles per sample.
+
+    Band edges as SincNet's code: `f2` clamped at Nyquist (0.5 cycles per
+    sample); `f1` kept at least `min_band` below it (our addition).
+    """
+    nyquist_hz = sample_rate / 2
+    f1_hz = np.minimum(min_low_hz + np.abs(low) * sample_rate, nyquist_hz - min_band_hz)
+    f2_hz = np.minimum(f1_hz + min_band_hz + np.abs(band) * sample_rate, nyquist_hz)
+    f1, f2 = f1_hz / sample_rate, f2_hz / sample_rate
     half = (kernel_size - 1) // 2
     n = np.arange(-half, half + 1, dtype="float64")[:, None]
     # np.sinc(x) = sin(pi x) / (pi x), so sinc(2 pi f n) = np.sinc(2 f n).
@@ -104,6 +110,39 @@ def test_passband_response():
     gain_in = np.abs(ops.convert_to_numpy(layer(inside))).max()
     gain_out = np.abs(ops.convert_to_numpy(layer(outside))).max()
     assert gain_out < 0.01 * gain_in
+
+
+def test_upper_cutoff_is_clamped_at_nyquist():
+    sr, k = 16000, 101
+    layer = SincConv1D(filters=3, kernel_size=k, sample_rate=sr)
+    layer.build((None, 400))
+    # Bands ending at 11.3 kHz (past Nyquist), at 7.9 kHz (inside), and one
+    # starting past Nyquist.
+    low = np.array([3000 - 50, 3000 - 50, 9000 - 50]) / sr
+    band = np.array([11300 - 3000 - 50, 7900 - 3000 - 50, 100]) / sr
+    _set_bands(layer, low, band)
+    kernel = ops.convert_to_numpy(layer.get_kernel())[:, 0, :]
+    reference = reference_kernel(low, band, k, sr, 50, 50)
+    np.testing.assert_allclose(kernel[:, :2], reference[:, :2], atol=2e-6)
+    # A 50 Hz band: float32 phase errors divided by its small centre tap.
+    np.testing.assert_allclose(kernel[:, 2], reference[:, 2], atol=5e-5)
+    # The clamped band is exactly the 3000-8000 Hz filter.
+    expected = reference_kernel(
+        [(3000 - 50) / sr], [(8000 - 3000 - 50) / sr], k, sr, 50, 50
+    )[:, 0]
+    np.testing.assert_allclose(kernel[:, 0], expected, atol=2e-6)
+    # Unclamped, the 11.3 kHz edge would give another kernel.
+    f1, f2 = 3000 / sr, 11300 / sr
+    n = np.arange(k) - k // 2
+    unclamped = 2 * f2 * np.sinc(2 * f2 * n) - 2 * f1 * np.sinc(2 * f1 * n)
+    unclamped = unclamped / unclamped[k // 2] * np.hamming(k)
+    assert np.abs(kernel[:, 0] - unclamped).max() > 0.1
+    # The band starting past Nyquist is the top 50 Hz, finite.
+    np.testing.assert_allclose(
+        kernel[:, 2],
+        reference_kernel([(7950 - 50) / sr], [0.0], k, sr, 50, 50)[:, 0],
+        atol=5e-5,
+    )
 
 
 def test_bands_learn():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from mmfusion_keras.layers import CrossModalTransformerBlock
 from mmfusion_keras.metrics import emotion_metrics
 from mmfusion_keras.models import build_mult_model
 from mmfusion_keras.models.mosei_heads import add_mosei_head
@@ -37,8 +38,8 @@ def _targets(head):
     return emotion_targets(intensities, head)[0]
 
 
-def test_builds_saves_and_loads():
-    model = _tiny("multilabel")
+def test_builds_saves_and_loads(default_mult):
+    model = default_mult
     xs, masks = _data()
     # predict runs one compiled forward pass: faster than eager on JAX.
     probs = model.predict(xs + masks, verbose=0)
@@ -52,12 +53,24 @@ def test_builds_saves_and_loads():
     )
 
 
-@pytest.mark.slow  # the compiled train step of nine transformers: minutes on JAX
+# One eager train step takes seconds on PyTorch; on JAX and TensorFlow the
+# step of nine transformers costs minutes (JAX: XLA compile, or op-by-op
+# dispatch when run eagerly; measured 289 s eager on JAX), so there it is
+# `slow` (run with `-m slow`).
+def slow_unless_torch(test):
+    return test if keras.config.backend() == "torch" else pytest.mark.slow(test)
+
+
+@slow_unless_torch
 @pytest.mark.parametrize("head", ["multilabel", "multiclass"])
 def test_fit_one_step(head):
     model = _tiny(head)
     xs, masks = _data()
-    model.compile(optimizer="adam", loss=mosei_loss(head))
+    model.compile(
+        optimizer="adam",
+        loss=mosei_loss(head),
+        run_eagerly=keras.config.backend() == "torch",
+    )
     before = [ops.convert_to_numpy(v) for v in model.trainable_variables]
     history = model.fit(xs + masks, _targets(head), batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -107,12 +120,89 @@ def test_parameter_count_and_no_masks():
     expected = (
         projections
         + 6 * (cross_block + 2 * d)  # six cross-modal transformers + final LN
-        + 3 * (memory_block + 2 * D)  # three self-attention transformers
+        + 3 * (3 * memory_block + 2 * D)  # 3 self-attention x max(1, 3) blocks
         + 2 * (36 * d * d + 6 * d)  # proj1, proj2
         + 6 * d * 6
         + 6  # head
     )
     assert model.count_params() == expected
+
+
+@pytest.fixture(scope="module")
+def default_mult():
+    return _tiny("multilabel")
+
+
+def _blocks(model, prefix):
+    return [
+        layer
+        for layer in model.layers
+        if layer.name.startswith(prefix)
+        and isinstance(layer, CrossModalTransformerBlock)
+    ]
+
+
+def test_dropouts_are_keyed_by_source_as_in_the_reference():
+    # MulT's get_network: `la` (L <- A) uses attn_dropout_a, `al` uses
+    # attn_dropout (language), every memory transformer attn_dropout.
+    model = build_mult_model(
+        SHAPES,
+        width=4,
+        num_heads=2,
+        num_layers=1,
+        attention_dropout=(0.1, 0.2, 0.3),
+        use_masks=False,
+    )
+    rates = {"language": 0.1, "vision": 0.2, "acoustic": 0.3}
+    for source, rate in rates.items():
+        for target in rates:
+            if target == source:
+                continue
+            for block in _blocks(model, f"{source}_to_{target}_layer"):
+                assert block.attention_dropout == rate, block.name
+                assert block.attention.dropout == rate, block.name
+    memory = [b for t in rates for b in _blocks(model, f"{t}_memory_layer")]
+    assert len(memory) == 9
+    assert {b.attention.dropout for b in memory} == {0.1}
+    custom = build_mult_model(
+        SHAPES,
+        width=4,
+        num_heads=2,
+        num_layers=1,
+        memory_attention_dropout=0.05,
+        memory_num_layers=2,
+        use_causal_mask=False,
+        input_dropout=0.0,
+        use_masks=False,
+    )
+    memory = [b for t in rates for b in _blocks(custom, f"{t}_memory_layer")]
+    assert len(memory) == 6 and {b.attention.dropout for b in memory} == {0.05}
+    blocks = [b for b in custom.layers if isinstance(b, CrossModalTransformerBlock)]
+    assert not any(b.attention.use_causal_mask for b in blocks)
+    assert not any(
+        isinstance(layer, keras.layers.Dropout) and "input" in layer.name
+        for layer in custom.layers
+    )
+
+
+def test_memory_depth_causal_mask_and_language_dropout_defaults(default_mult):
+    model = default_mult
+    for target in ("language", "vision", "acoustic"):
+        # num_layers=1: cross-modal transformers 1 block, memory max(1, 3).
+        assert len(_blocks(model, f"{target}_memory_layer")) == 3
+    assert len(_blocks(model, "vision_to_language_layer")) == 1
+    blocks = [b for b in model.layers if isinstance(b, CrossModalTransformerBlock)]
+    assert len(blocks) == 6 + 9
+    assert all(b.use_causal_mask and b.attention.use_causal_mask for b in blocks)
+    # MulT: F.dropout(x_l, p=embed_dropout) on the raw language input only.
+    dropout = model.get_layer("language_input_dropout")
+    assert dropout.rate == 0.25
+    assert dropout.input is model.get_layer("language").output
+    assert model.get_layer("language_projection").input is dropout.output
+    assert not any(
+        layer.name in ("vision_input_dropout", "acoustic_input_dropout")
+        for layer in model.layers
+    )
 
 
 def test_errors():
@@ -127,6 +217,16 @@ def test_errors():
     assert_raises_with_message(
         lambda: build_mult_model([(6,), (4, 3), (5, 2)]),
         r"\(time, features\).*Received \(6,\)",
+    )
+    assert_raises_with_message(
+        lambda: build_mult_model(SHAPES, attention_dropout=(0.1, 0.2)),
+        r"`attention_dropout` to be one rate or three rates.*"
+        r"Received: attention_dropout=\(0.1, 0.2\)",
+    )
+    assert_raises_with_message(
+        lambda: build_mult_model(SHAPES, memory_num_layers=0),
+        r"`memory_num_layers` to be a positive integer. "
+        r"Received: memory_num_layers=0",
     )
     assert_raises_with_message(
         lambda: add_mosei_head(keras.Input((3,)), head="binary"),

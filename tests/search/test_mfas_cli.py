@@ -1,11 +1,20 @@
 import json
 
+import keras
 import pytest
 
 from mmfusion_keras.cli import main
 
 
-@pytest.mark.slow  # end to end: spectrograms, two LeNets, search, final training
+# End to end (spectrograms, two LeNets, search, final training) at tiny
+# sizes: seconds on PyTorch, so it runs in the default suite there; the
+# compiled LeNets make it much slower on TensorFlow and JAX, where it is
+# `slow` (run with `-m slow`).
+def slow_unless_torch(test):
+    return test if keras.config.backend() == "torch" else pytest.mark.slow(test)
+
+
+@slow_unless_torch
 def test_search_command_runs_and_resumes(tmp_path, capsys):
     argv = [
         "search",
