@@ -28,9 +28,11 @@ class CompactBilinearPooling(BaseFusion):
 
     The hashes and signs are drawn from `seed` with NumPy when the layer is
     built and are stored as non-trainable weights, so a saved model
-    reproduces its features exactly. The count sketch is applied as a
-    product with the `(d_i, D)` matrix `one_hot(h_i, D) * s_i`, and the FFTs
-    run in float32 whatever the layer's dtype policy (under
+    reproduces its features exactly. The count sketch is a segment sum of
+    the signed input features `s_i(k) x_i[k]` into the buckets `h_i(k)`
+    (`O(d_i)` work per example; the `(d_i, D)` matrix `one_hot(h_i, D) * s_i`
+    of the equivalent dense product is never formed), and the FFTs run in
+    float32 whatever the layer's dtype policy (under
     `mixed_float16` the output is cast back to float16).
 
     With `normalize=True` the output goes through the signed square root
@@ -127,11 +129,12 @@ class CompactBilinearPooling(BaseFusion):
         real = imag = None
         for x, hashes, signs in zip(inputs, self.hashes, self.signs):
             x = ops.cast(x, "float32")
-            # Count sketch: Psi(x)[j] = sum_{k: h(k) = j} s(k) x[k].
-            sketch_matrix = ops.one_hot(
-                hashes, self.output_dim, dtype="float32"
-            ) * ops.expand_dims(signs, -1)
-            sketch = ops.matmul(x, sketch_matrix)
+            # Count sketch: Psi(x)[j] = sum_{k: h(k) = j} s(k) x[k], as a
+            # segment sum over the d input features (no (d, D) matrix).
+            signed = ops.transpose(x * signs)  # (d, batch)
+            sketch = ops.transpose(
+                ops.segment_sum(signed, hashes, num_segments=self.output_dim)
+            )  # (batch, D)
             # Fukui Eq. 3: the circular convolution of the sketches is the
             # product of their Fourier transforms.
             re, im = ops.rfft(sketch, fft_length=self.output_dim)

@@ -1,3 +1,5 @@
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -123,6 +125,108 @@ def test_is_the_count_sketch_of_the_outer_product():
     np.testing.assert_allclose(
         out, count_sketch(outer, pair_hash, pair_sign, dim), rtol=1e-4, atol=1e-4
     )
+
+
+def dense_formulation(xs, hashes, signs, dim):
+    """The count sketch as a product with the dense `(d, D)` sketch matrix.
+
+    This is what the layer computed before the sparse segment sum: each
+    input times `one_hot(h, D) * s`, then the FFT product (NumPy, float64).
+    """
+    spectrum = None
+    for x, h, s in zip(xs, hashes, signs):
+        matrix = np.eye(dim)[h] * s[:, None]  # (d, D)
+        f = np.fft.rfft(x.astype("float64") @ matrix, n=dim)
+        spectrum = f if spectrum is None else spectrum * f
+    return np.fft.irfft(spectrum, n=dim)
+
+
+@pytest.mark.parametrize(
+    "widths, dim", [([7, 5], 32), ([40, 3, 9], 24), ([300, 200], 8192)]
+)
+def test_sparse_sketch_equals_the_dense_formulation(widths, dim):
+    # In every case some input features share a bucket (checked below),
+    # which the segment sum must add up.
+    rng = np.random.default_rng(7)
+    xs = [rng.standard_normal((3, d)).astype("float32") for d in widths]
+    layer = CompactBilinearPooling(output_dim=dim, seed=11)
+    out = ops.convert_to_numpy(layer(xs))
+    hashes, signs = _hashes_and_signs(layer)
+    assert any(len(np.unique(h)) < len(h) for h in hashes)
+    expected = dense_formulation(xs, hashes, signs, dim)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5 * scale)
+
+
+def test_sparse_sketch_gradient_equals_the_dense_formulation():
+    # d(sum(out * w)) / dx through the segment sum equals the dense
+    # product's gradient, (g @ matrix.T), with g the FFT-side gradient.
+    rng = np.random.default_rng(8)
+    xs = [rng.standard_normal((2, d)).astype("float32") for d in (6, 4)]
+    layer = CompactBilinearPooling(output_dim=8, seed=2)
+    inputs = [keras.Input((6,)), keras.Input((4,))]
+    model = keras.Model(inputs, layer(inputs))
+    weights = rng.standard_normal((2, 8)).astype("float32")
+    hashes, signs = _hashes_and_signs(layer)
+
+    def numeric_grad(i, eps=1e-3):
+        grad = np.zeros_like(xs[i], dtype="float64")
+        for b in range(xs[i].shape[0]):
+            for k in range(xs[i].shape[1]):
+                plus = [x.astype("float64").copy() for x in xs]
+                minus = [x.astype("float64").copy() for x in xs]
+                plus[i][b, k] += eps
+                minus[i][b, k] -= eps
+                f_plus = np.sum(dense_formulation(plus, hashes, signs, 8) * weights)
+                f_minus = np.sum(dense_formulation(minus, hashes, signs, 8) * weights)
+                grad[b, k] = (f_plus - f_minus) / (2 * eps)
+        return grad
+
+    grads = _input_gradients(model, xs, weights)
+    for i in range(2):
+        np.testing.assert_allclose(grads[i], numeric_grad(i), rtol=1e-3, atol=1e-3)
+
+
+def _input_gradients(model, xs, weights):
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        ts = [tf.constant(x) for x in xs]
+        with tf.GradientTape() as tape:
+            tape.watch(ts)
+            loss = tf.reduce_sum(model(ts) * weights)
+        return [g.numpy() for g in tape.gradient(loss, ts)]
+    if backend == "jax":
+        import jax
+
+        return [
+            np.asarray(g)
+            for g in jax.grad(lambda ts: (model(ts) * weights).sum())(
+                [jax.numpy.asarray(x) for x in xs]
+            )
+        ]
+    import torch
+
+    ts = [torch.tensor(x, requires_grad=True) for x in xs]
+    (model(ts) * torch.tensor(weights)).sum().backward()
+    return [t.grad.numpy() for t in ts]
+
+
+def test_model_saved_with_the_dense_sketch_loads_and_gives_the_same_outputs():
+    # Saved (JAX) by the previous version of the layer, which multiplied by
+    # the dense (d, D) sketch matrix; the weights (hashes and signs) are
+    # unchanged, so the file loads and gives the same features.
+    here = os.path.join(os.path.dirname(__file__), "data")
+    model = keras.saving.load_model(
+        os.path.join(here, "compact_bilinear_pooling_dense_sketch.keras")
+    )
+    data = np.load(os.path.join(here, "compact_bilinear_pooling_dense_sketch.npz"))
+    out = ops.convert_to_numpy(model([data["x0"], data["x1"]]))
+    # normalize=True: the signed square root turns the FFT round-off on the
+    # exactly-zero entries (which differs across backends) into ~1e-4.
+    np.testing.assert_allclose(out, data["y"], rtol=1e-4, atol=1e-3)
+    assert np.abs(data["y"]).max() > 0.3
 
 
 # --- Against exact bilinear pooling: unbiased inner products. ---
