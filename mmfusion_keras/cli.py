@@ -343,8 +343,8 @@ def _check_finite_weights(model, run):
     if all(np.all(np.isfinite(w)) for w in model.get_weights()):
         return
     raise UserError(
-        "Training diverged: the loss became non-finite "
-        f"(epochs {run.skipped_nonfinite_epochs}) before any finite epoch to "
+        "Training diverged: the loss or the weights became non-finite (epochs "
+        f"{run.skipped_nonfinite_epochs}) before any finite epoch to "
         "restore; no model was saved (the run folder is unchanged). Try a "
         "lower learning rate or check the data for NaN/inf values."
     )

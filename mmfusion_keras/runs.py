@@ -349,10 +349,16 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(float(value))
         self.epochs_done = epoch + 1
         self.stop_training = bool(self.model.stop_training)
-        if not np.isfinite(logs.get("loss", 0.0)):
-            # NaN policy: never checkpoint non-finite weights; the last
-            # finite checkpoint stays.
+        finite = np.isfinite(logs.get("loss", 0.0)) and all(
+            np.all(np.isfinite(w)) for w in self.model.get_weights()
+        )
+        if not finite:
+            # NaN policy: never checkpoint non-finite weights (the last finite
+            # checkpoint stays) and stop: NaN weights do not recover. The
+            # loss alone is not enough: TensorFlow's crossentropy clips NaN
+            # probabilities, so the loss can stay finite while weights are NaN.
             self.skipped_nonfinite_epochs.append(epoch + 1)
+            self.model.stop_training = True
             return
         if self.path is not None:
             self.save()

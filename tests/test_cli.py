@@ -21,6 +21,8 @@ def trained(tmp_path_factory):
             "mbaf",
             "--epochs",
             "1",
+            "--batch-size",
+            "256",  # few steps: the test is about the files, not the model
             "--output",
             str(out),
             "--verbose",
