@@ -127,7 +127,7 @@ def _fit_and_test(model, train, val, test, training):
     }
 
 
-def run_task(settings, seeds, emit):
+def run_task(settings, seeds, emit, aligned_values=(False, True)):
     """Logistic regressions on mean levels and on end-minus-start features."""
     from sklearn.linear_model import LogisticRegression
 
@@ -148,7 +148,7 @@ def run_task(settings, seeds, emit):
                 )
         return np.concatenate(out, axis=1)
 
-    for aligned in (False, True):
+    for aligned in aligned_values:
         for seed in seeds:
             train, _, test = _data(settings, aligned, seed)
             for kind in ("level", "end_minus_start"):
@@ -347,10 +347,26 @@ def add_arguments(parser):
         "--data", choices=("both", "aligned", "unaligned"), default="both"
     )
     parser.add_argument("--train-examples", type=int, help="override the train size")
+    parser.add_argument(
+        "--summarize",
+        action="store_true",
+        help="run nothing; print the tables of all rows in <output>/results.jsonl",
+    )
     return parser
 
 
+def read_results(output):
+    """All result rows (headers excluded) of `<output>/results.jsonl`."""
+    with open(os.path.join(output, "results.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if r["part"] != "header"]
+
+
 def run(args):
+    if getattr(args, "summarize", False):
+        summary = summarize(read_results(args.output))
+        print(summary)
+        return summary
     import keras
 
     settings = load_settings()
@@ -385,7 +401,7 @@ def run(args):
     start = time.time()
     for part in args.parts:
         if part == "task":
-            run_task(settings, seeds, emit)
+            run_task(settings, seeds, emit, aligned_values)
         elif part == "attention":
             variants = args.variants or settings["attention"]["variants"]
             run_attention(

@@ -21,6 +21,11 @@ def test_task_part_runs_and_separates_level_from_change(tmp_path):
     assert acc["logistic on level"] < acc["logistic on end_minus_start"] - 0.3
     with open(os.path.join(out, "summary.md")) as f:
         assert "| task | unaligned | logistic on level |" in f.read()
+    assert len(delta_attention.read_results(out)) == 2
+    table = delta_attention.run(delta_attention.add_arguments(
+        __import__("argparse").ArgumentParser()).parse_args(
+            ["--summarize", "--output", out]))  # fmt: skip
+    assert "| task | unaligned | logistic on end_minus_start |" in table
 
 
 def test_summary_table_and_cli_verb():
