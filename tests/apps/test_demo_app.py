@@ -275,8 +275,13 @@ def _dual_memory_model(folder, models_root, collapse):
         },
     )
     fusion = model.get_layer("fusion")
+    # Temperature 1 and small memory rows: soft reads that depend on the
+    # input (random temperature weights can make every read one-hot).
+    for dense in fusion.temperatures:
+        dense.kernel.assign(np.zeros(tuple(dense.kernel.shape), "float32"))
+        dense.bias.assign(np.ones(tuple(dense.bias.shape), "float32"))
     for memory, rows in zip(fusion.memories, collapse):
-        m = np.random.default_rng(1).standard_normal(tuple(memory.shape))
+        m = 0.05 * np.random.default_rng(1).standard_normal(tuple(memory.shape))
         m[:rows] = m[0]
         memory.assign(m.astype("float32"))
     folder.mkdir()
