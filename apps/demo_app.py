@@ -66,9 +66,9 @@ def get_test_samples(task):
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def memory_png(path, mtime, _memory, spans):
-    """The memory heatmap: fixed at inference, so drawn once per model."""
-    return core.render_png(core.memory_figure(_memory, spans))
+def memory_png(path, mtime, _memory, spans, title="Memory M"):
+    """A memory heatmap: fixed at inference, so drawn once per model."""
+    return core.render_png(core.memory_figure(_memory, spans, title))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -367,42 +367,74 @@ def results_section(loaded, twin, raw, blank):
     st.subheader("3. Inside the memory")
     if analysis.report is None:
         st.info(
-            f"{loaded.label} has no memory layer: nothing to inspect. Pick an `_mbaf` "
-            "model to see read weights, attention and the memory."
+            f"{loaded.label} has no memory layer: nothing to inspect. Pick a model "
+            "with a memory (`_mbaf`, `_dual_memory`) to see read weights and memory."
         )
         return analysis
+    views = analysis.memories
+    if len(views) == 1:
+        st.markdown(
+            "The layer reads its memory with weights **z** over the slots (MBAF: "
+            "z = softmax(f_r(x) M^T), Eq. 2), composes x with the read vector "
+            "m = zM, and weighs the composed features with self-attention (Eq. 5). "
+            "The memory is written only in training: here it is the trained "
+            "model's memory, unchanged."
+        )
+    else:
+        st.markdown(
+            f"The layer has {len(views)} memories. Each modality reads the *other* "
+            "modality's memory with Gumbel-softmax weights **z** at a learned "
+            "temperature (Dual Memory Fusion, Eq. 1-2; no noise at inference). "
+            "The memories are written only in training: here they are the trained "
+            "model's memories, unchanged."
+        )
     st.markdown(
-        "MBAF reads its memory with weights **z** = softmax(f_r(x) M^T) over the "
-        "slots (Eq. 2), composes x with the read vector m = zM, and weighs the "
-        "composed features with self-attention (Eq. 5). The memory is written only "
-        "in training: here it is the trained model's memory, unchanged."
+        "**Memory health** (slots with no other slot at cosine > 0.99; read "
+        "entropy of this input, 1 = uniform):\n"
+        + "\n".join(f"- {view.describe()}" for view in views)
     )
-    if analysis.memory_collapsed:
-        spread = core.memory_spread(analysis.report["memory"])
-        st.warning(
-            f"The memory of {loaded.name} has collapsed: all its slots hold the same "
-            f"vector (largest difference between slots {spread:.1e}). Every input "
-            "reads the same m, so the read weights change nothing and the layer "
-            "reduces to x + h. This comes from the trained weights, not the page."
-        )
-    left, right = st.columns(2)
-    with left:
-        show(figures["read_weights"])
-        show(figures["attention"])
-    with right:
-        memory = analysis.report["memory"]
-        st.image(
-            memory_png(
-                loaded.path, _mtime(loaded.path), memory, analysis.feature_spans
-            ),
-            width="stretch",
-        )
-        show(figures["pca"])
-        st.caption(
-            "PCA of the memory slots (rows of M). The star is the input's read "
-            "vector m = zM projected with the same PCA, which equals the "
-            "read-weighted mean of the projected slots."
-        )
+    for view in views:
+        warning = core.collapse_warning(view)
+        if warning:
+            st.warning(f"{warning} This comes from the trained weights, not the page.")
+    for j, view in enumerate(views):
+        suffix = "" if j == 0 else f"_{j}"
+        if len(views) > 1:
+            st.markdown(f"#### {view.title}")
+        if view.temperature is not None:
+            tau = float(np.ravel(view.temperature)[0])
+            st.caption(
+                f"{view.title}: learned read temperature for this input {tau:.3g}"
+            )
+        left, right = st.columns(2)
+        with left:
+            show(figures["read_weights" + suffix])
+            if j == 0 and "attention" in figures:
+                show(figures["attention"])
+        with right:
+            st.image(
+                memory_png(
+                    loaded.path,
+                    _mtime(loaded.path),
+                    view.memory,
+                    view.spans,
+                    view.title,
+                ),
+                width="stretch",
+            )
+            if view.projection is not None:
+                show(figures["pca" + suffix])
+                st.caption(
+                    "PCA of the memory slots (rows of M). The star is the input's "
+                    "read vector m = zM projected with the same PCA, which equals "
+                    "the read-weighted mean of the projected slots."
+                )
+            else:
+                st.caption(
+                    f"No PCA of {view.title}: it has "
+                    f"{view.health['distinct_slots']} distinct slot(s) of "
+                    f"{view.health['slots']}, nothing to project but noise."
+                )
     return analysis
 
 

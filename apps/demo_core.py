@@ -149,9 +149,11 @@ class LoadedModel:
 
 
 def fusion_label(fusion):
-    return {"mbaf": "MBAF memory fusion", "concat": "naive concatenation"}.get(
-        fusion, f"{fusion} fusion"
-    )
+    return {
+        "mbaf": "MBAF memory fusion",
+        "dual_memory": "dual memory fusion",
+        "concat": "naive concatenation",
+    }.get(fusion, f"{fusion} fusion")
 
 
 def load_model(path):
@@ -435,6 +437,133 @@ def project_memory(memory, read_weights):
     return slots, reads, pca.explained_variance_ratio_
 
 
+def can_project(health, memory):
+    """Whether a PCA of the memory slots shows anything.
+
+    Not when fewer than 2 slots are distinct (`memory_health`: the others
+    repeat a slot at cosine > 0.99), nor when the slots' spread is
+    negligible (`memory_collapsed`): the plot would show rounding noise.
+    """
+    return health["distinct_slots"] >= 2 and not memory_collapsed(memory)
+
+
+def _memory_title(layer, index, count):
+    """`"Audio memory M_a"` from a memory variable named `memory_audio`."""
+    memories = getattr(layer, "memories", None) or []
+    name = getattr(memories[index], "name", "") if index < len(memories) else ""
+    modality = name.split("memory_", 1)[1] if name.startswith("memory_") else ""
+    if count == 1:
+        return "Memory M"
+    if modality:
+        return f"{modality.capitalize()} memory M_{modality[0]}"
+    return f"Memory {index + 1}"
+
+
+@dataclasses.dataclass
+class MemoryView:
+    """One memory of a memory layer, as the page shows it (see `memory_views`).
+
+    Attributes:
+        title: e.g. "Memory M" (one memory) or "Audio memory M_a".
+        memory: `(k, width)`, the trained memory (never written in
+            inference).
+        read_weights: `(rows, k)`, the read weights of this request's rows.
+        temperature: `(rows, 1)` learned read temperatures, or None.
+        health: `mmfusion_keras.inspection.memory_health` of the memory,
+            with the read entropy of the request's first row, plus `name`.
+        projection: `(slots_2d, reads_2d, explained)` or None when the
+            memory has nothing to project (`can_project`).
+        spans: feature spans for the heatmap, or [] when the memory's
+            width is not the fused vector's.
+    """
+
+    title: str
+    memory: np.ndarray
+    read_weights: np.ndarray
+    temperature: object
+    health: dict
+    projection: object
+    spans: list
+
+    @property
+    def collapsed(self):
+        from mmfusion_keras.inspection import memory_is_collapsed
+
+        return memory_is_collapsed(self.health)
+
+    def describe(self):
+        from mmfusion_keras.inspection import describe_memory_health
+
+        return describe_memory_health(self.health)
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def memory_views(layer, report, feature_spans):
+    """One `MemoryView` per memory of a layer's `inspect()` report.
+
+    Works from what the report holds: `memory` and `read_weights` (one
+    array, or one per memory), and `temperature` when the layer learns its
+    read temperatures (Dual Memory Fusion).
+    """
+    from mmfusion_keras.inspection import memory_health
+
+    memories = _as_list(report["memory"])
+    reads = _as_list(report["read_weights"])
+    temperatures = _as_list(report.get("temperature"))
+    width = feature_spans[-1][2] if feature_spans else None
+    views = []
+    for j, memory in enumerate(memories):
+        memory = np.asarray(memory, "float64")
+        z = np.asarray(reads[j] if len(reads) == len(memories) else reads[0])
+        title = _memory_title(layer, j, len(memories))
+        health = memory_health(memory, z[:1])
+        health["name"] = title
+        projection = project_memory(memory, z) if can_project(health, memory) else None
+        tau = temperatures[j] if len(temperatures) == len(memories) else None
+        views.append(
+            MemoryView(
+                title=title,
+                memory=memory,
+                read_weights=z,
+                temperature=None if tau is None else np.asarray(tau),
+                health=health,
+                projection=projection,
+                spans=feature_spans if memory.shape[1] == width else [],
+            )
+        )
+    return views
+
+
+def collapse_warning(view):
+    """The page's warning for a memory that fails the health bar, or None.
+
+    Says how many slots repeat another one ("29 of 30 slots identical"),
+    for a partial collapse as well as a total one, and when the reads are
+    near uniform.
+    """
+    if not view.collapsed:
+        return None
+    health = view.health
+    k, distinct = health["slots"], health["distinct_slots"]
+    parts = []
+    if distinct < 0.8 * k:
+        kind = "collapsed" if distinct <= 1 else "partly collapsed"
+        parts.append(
+            f"{k - distinct} of {k} slots identical to another slot (cosine > "
+            f"0.99; {distinct} distinct): the memory has {kind}"
+        )
+    entropy = health.get("read_entropy")
+    if entropy is not None and entropy > 0.8:
+        parts.append(
+            f"the read weights of this input are near uniform (entropy "
+            f"{entropy:.2f} of uniform)"
+        )
+    return f"{view.title}: " + "; ".join(parts) + "."
+
+
 @dataclasses.dataclass
 class Analysis:
     """Everything the page shows for one request (see `analyze`)."""
@@ -447,7 +576,7 @@ class Analysis:
     blank: object
     notes: list
     report: object  # the memory layer's inspect() dict, or None
-    projection: object  # (slots_2d, reads_2d, explained) or None
+    memories: list  # one MemoryView per memory ([] without a memory layer)
     feature_spans: list
     waveform: object  # the whole clip, 1-D, or None
     model_seconds: float  # audio length the model takes
@@ -455,7 +584,7 @@ class Analysis:
 
     @property
     def memory_collapsed(self):
-        return self.report is not None and memory_collapsed(self.report["memory"])
+        return any(memory_collapsed(view.memory) for view in self.memories)
 
     @property
     def predicted(self):
@@ -471,9 +600,9 @@ def analyze(loaded, twin, raw, blank=None):
     twin_probabilities = None
     if twin is not None:
         twin_probabilities, _ = predict(twin, inputs)
-    projection = None
+    views = []
     if report is not None:
-        projection = project_memory(report["memory"], report["read_weights"])
+        views = memory_views(loaded.memory_layer, report, loaded.feature_spans)
     audio_spec = loaded.card["preprocessing"]["inputs"].get("audio")
     waveform = raw.get("audio")
     return Analysis(
@@ -485,7 +614,7 @@ def analyze(loaded, twin, raw, blank=None):
         blank=blank,
         notes=notes,
         report=report,
-        projection=projection,
+        memories=views,
         feature_spans=loaded.feature_spans,
         waveform=None if waveform is None else np.asarray(waveform, "float32"),
         model_seconds=audio_spec["samples"] / SAMPLE_RATE if audio_spec else 0.0,
@@ -604,7 +733,7 @@ def probability_figure(analysis):
     return fig
 
 
-def memory_figure(memory, spans):
+def memory_figure(memory, spans, title="Memory M"):
     """Heatmap of the memory matrix, slots x features.
 
     In inference the memory is never written, so this figure depends on
@@ -626,17 +755,20 @@ def memory_figure(memory, spans):
     _span_marks(ax, spans)
     _style(
         ax,
-        f"Memory M: {k} slots x {width} features",
-        "memory feature (laid out as the fused vector x)",
+        f"{title}: {k} slots x {width} features",
+        "memory feature (laid out as the fused vector x)"
+        if spans
+        else "memory feature",
         "memory slot",
     )
     _colorbar(fig, image, "value", ax=ax, fraction=0.05, pad=0.02)
     return fig
 
 
-def read_figure(analysis):
-    """Read weights `z` over the memory slots (Eq. 2)."""
-    z = analysis.report["read_weights"]
+def read_figure(analysis, view=None):
+    """Read weights `z` over the memory slots (Eq. 2) of one memory."""
+    view = view or analysis.memories[0]
+    z = view.read_weights
     k = z.shape[-1]
     fig = _figure(WIDE, 2.1)
     ax = fig.subplots()
@@ -655,7 +787,12 @@ def read_figure(analysis):
     ax.axhline(1.0 / k, color="0.3", lw=1, ls=":")
     ax.set_xlim(-0.6, k - 0.4)
     ax.set_ylim(0, max(float(z.max()) * 1.15, 1.5 / k))
-    _style(ax, f"Read weights z (dotted: uniform 1/{k})", "memory slot", "read weight")
+    title = f"Read weights z (dotted: uniform 1/{k})"
+    if len(analysis.memories) > 1:
+        title = f"{view.title}: read weights z (dotted: uniform 1/{k})"
+    if view.temperature is not None:
+        title += f"\nlearned temperature {float(np.ravel(view.temperature)[0]):.3g}"
+    _style(ax, title, "memory slot", "read weight")
     return fig
 
 
@@ -688,28 +825,17 @@ def attention_figure(analysis):
     return fig
 
 
-def pca_figure(analysis):
-    """The memory slots in 2-D (PCA) with the input's read position."""
-    slots, reads, explained = analysis.projection
-    z = analysis.report["read_weights"][0]
+def pca_figure(analysis, view=None):
+    """The memory slots in 2-D (PCA) with the input's read position.
+
+    Only for a memory with something to project (`view.projection` set,
+    see `can_project`).
+    """
+    view = view or analysis.memories[0]
+    slots, reads, explained = view.projection
+    z = view.read_weights[0]
     fig = _figure(WIDE, 3.6, right=0.7, bottom=0.95)
     ax = fig.subplots()
-    if analysis.memory_collapsed:
-        ax.text(
-            0.5,
-            0.5,
-            f"All {len(slots)} slots hold the same vector\n"
-            f"(largest difference {memory_spread(analysis.report['memory']):.1e}):\n"
-            "nothing to project, every input reads the same m.",
-            ha="center",
-            va="center",
-            fontsize=9,
-            transform=ax.transAxes,
-        )
-        ax.set_xticks([])
-        ax.set_yticks([])
-        _style(ax, "Memory slots projected to 2-D (PCA)", "PC 1", "PC 2")
-        return fig
     points = ax.scatter(
         slots[:, 0], slots[:, 1], c=z, cmap="viridis", s=30, edgecolors="0.2", lw=0.5
     )
@@ -754,7 +880,8 @@ def pca_figure(analysis):
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=2)
     _style(
         ax,
-        "Memory slots projected to 2-D (PCA)",
+        "Memory slots projected to 2-D (PCA)"
+        + (f": {view.title}" if len(analysis.memories) > 1 else ""),
         f"PC 1 ({explained[0]:.0%} of variance)",
         f"PC 2 ({explained[1]:.0%} of variance)",
     )
@@ -856,14 +983,17 @@ def make_figures(analysis, include_memory=True, include_audio=True):
     `include_audio=False`).
     """
     figures = {"probabilities": probability_figure(analysis)}
-    if analysis.report is not None:
+    for j, view in enumerate(analysis.memories):
+        suffix = "" if j == 0 else f"_{j}"
         if include_memory:
-            figures["memory"] = memory_figure(
-                analysis.report["memory"], analysis.feature_spans
+            figures["memory" + suffix] = memory_figure(
+                view.memory, view.spans, view.title
             )
-        figures["read_weights"] = read_figure(analysis)
+        figures["read_weights" + suffix] = read_figure(analysis, view)
+        if view.projection is not None:
+            figures["pca" + suffix] = pca_figure(analysis, view)
+    if analysis.report is not None and "attention" in analysis.report:
         figures["attention"] = attention_figure(analysis)
-        figures["pca"] = pca_figure(analysis)
     if analysis.waveform is not None and include_audio:
         figures["audio"] = audio_figure(analysis.waveform, analysis.model_seconds)
     if analysis.image is not None:

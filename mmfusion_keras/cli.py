@@ -230,6 +230,7 @@ def _train_one(
     resume_state=None,
     command=None,
     max_examples=None,
+    recipe="adam",
 ):
     """Trains one model; with `output`, checkpoints every epoch and saves it.
 
@@ -241,6 +242,8 @@ def _train_one(
 
     from mmfusion_keras import runs
     from mmfusion_keras.metrics import classification_metrics
+    from mmfusion_keras.tasks import build_recipe_optimizer
+    from mmfusion_keras.tasks import get_recipe
 
     identity = _identity(
         task.name, fusion, seed, epochs, batch_size, patience, max_examples
@@ -254,9 +257,13 @@ def _train_one(
             x, y = {k: v[:max_examples] for k, v in x.items()}, y[:max_examples]
         splits[split] = (x, y)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits.values()
-    model = task.build_model(fusion, seed=seed)
+    recipe_spec = get_recipe(recipe)
+    head = recipe_spec["head_units"]
+    model = task.build_model(
+        fusion, seed=seed, **({"head_units": head} if head else {})
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
+        optimizer=build_recipe_optimizer(recipe_spec, model),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -314,6 +321,7 @@ def _train_one(
         "classes": task.class_names,
         "preprocessing": task.preprocessing,
         "fusion": fusion,
+        "recipe": recipe,
         **_versions(),
         "seed": seed,
         "epochs_run": len(run.history.get("loss", [])),
@@ -438,6 +446,7 @@ def cmd_train(args):
         resume_state=resume_state,
         command="mmfusion " + " ".join(args.argv),
         max_examples=args.max_examples,
+        recipe=args.recipe,
     )
     print(
         f"[{card['backend']}] {task.name} / {args.fusion}: test {_summary(card['test_metrics'])}"
@@ -583,6 +592,7 @@ def cmd_compare(args):
                 args.batch_size,
                 args.patience,
                 verbose=0,
+                recipe=args.recipe,
             )
             scores.append(card["test_metrics"])
             healths.setdefault(fusion, []).append(card["memory_health"])
@@ -829,6 +839,18 @@ def _add_delta_attention_parser(sub):
     delta_attention.add_arguments(parser).set_defaults(func=cmd)
 
 
+def _add_recipe_argument(parser):
+    from mmfusion_keras.tasks import recipe_names
+
+    parser.add_argument(
+        "--recipe",
+        default="adam",
+        choices=recipe_names(),
+        help="optimizer and head: adam (Adam 1e-3, the task's head) or paper "
+        "(Dual Memory Fusion's SGD 0.01, memory module 0.001, head 1024-512)",
+    )
+
+
 def build_parser():
     from_tasks = ["digits-views", "speech-text", "avdigits"]
     parser = argparse.ArgumentParser(
@@ -872,6 +894,7 @@ def build_parser():
         help="use only the first N examples of each split (quick runs, tests)",
     )
     train.add_argument("--verbose", type=int, default=2)
+    _add_recipe_argument(train)
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a saved .keras model")
@@ -897,6 +920,7 @@ def build_parser():
     compare.add_argument("--epochs", type=int, default=40)
     compare.add_argument("--batch-size", type=int, default=64)
     compare.add_argument("--patience", type=int, default=5)
+    _add_recipe_argument(compare)
     compare.set_defaults(func=cmd_compare)
 
     demo = sub.add_parser("demo", help="start the Streamlit demo app")

@@ -20,7 +20,9 @@ class Task:
         name: task name used by the CLI.
         class_names: list of class names (index = label).
         load: `load(split, seed) -> (inputs dict, labels)`, model-ready.
-        build_model: `build_model(fusion, fusion_kwargs=None, seed=0)`.
+        build_model: `build_model(fusion, fusion_kwargs=None, seed=0,
+            head_units=None)`; `head_units` replaces the task's head
+            (training recipes, see `TRAINING_RECIPES`).
         description: one line for `--help` and model cards.
         preprocessing: JSON-serializable dict recorded in model cards.
         modalities: the raw modalities `prepare` takes.
@@ -110,7 +112,7 @@ def prepare_inputs(preprocessing, raw):
 def _digits_views():
     from mmfusion_keras.datasets.digits_views import load_digits_views
 
-    def build_model(fusion, fusion_kwargs=None, seed=0):
+    def build_model(fusion, fusion_kwargs=None, seed=0, head_units=None):
         from mmfusion_keras.models import build_fusion_classifier
 
         return build_fusion_classifier(
@@ -119,7 +121,7 @@ def _digits_views():
             fusion=fusion,
             fusion_kwargs=_mbaf_seed(fusion, fusion_kwargs, seed),
             encoder_units=(64,),
-            head_units=(64,),
+            head_units=tuple(head_units or (64,)),
             dropout=0.2,
             name=f"digits_views_{fusion}",
         )
@@ -187,7 +189,7 @@ def _speech_text():
         )
         return inputs, ds.labels.astype("int64")
 
-    def build_model(fusion, fusion_kwargs=None, seed=0):
+    def build_model(fusion, fusion_kwargs=None, seed=0, head_units=None):
         from mmfusion_keras.models.task_models import build_speech_text_model
 
         return build_speech_text_model(
@@ -197,6 +199,7 @@ def _speech_text():
             num_classes=len(CLASS_NAMES),
             fusion=fusion,
             fusion_kwargs=_mbaf_seed(fusion, fusion_kwargs, seed),
+            head_units=head_units,
         )
 
     return Task(
@@ -232,9 +235,16 @@ def _av_digits():
             ds.labels.astype("int64"),
         )
 
-    def build_model(fusion, fusion_kwargs=None, seed=0):
+    def build_model(fusion, fusion_kwargs=None, seed=0, head_units=None):
         from mmfusion_keras.models.task_models import build_av_digits_model
 
+        if head_units is not None:
+            raise ValueError(
+                "The avdigits task has a fixed one-layer head; training "
+                "recipes with their own head (e.g. --recipe paper) support "
+                f"the tasks digits-views and speech-text. Received: "
+                f"head_units={list(head_units)}"
+            )
         return build_av_digits_model(
             audio_samples=SAMPLE_RATE,
             fusion=fusion,
@@ -261,6 +271,61 @@ def _av_digits():
         preprocessing=preprocessing,
         modalities=("image", "audio"),
     )
+
+
+# Training recipes of `mmfusion train/compare --recipe`. "adam": what the CLI
+# uses for every fusion (Adam 1e-3, the task's own head). "paper": Dual
+# Memory Fusion's recipe (Priyasad et al. 2023, section 3.1: "an SGD
+# optimizer with learning rates of 0.01 (complete network) and 0.001
+# (memory module)"; section 2.3: "two fully connected layers with 1024 and
+# 512 units"). For a model without a memory layer (the concat twin) it is
+# plain SGD 0.01 with the same head.
+TRAINING_RECIPES = {
+    "adam": {"optimizer": "adam", "learning_rate": 1e-3, "head_units": None},
+    "paper": {
+        "optimizer": "sgd",
+        "learning_rate": 0.01,
+        "memory_learning_rate": 0.001,
+        "momentum": 0.0,
+        "head_units": [1024, 512],
+    },
+}
+
+
+def recipe_names():
+    return list(TRAINING_RECIPES)
+
+
+def get_recipe(name):
+    """The `TRAINING_RECIPES` entry called `name`; `ValueError` otherwise."""
+    if name not in TRAINING_RECIPES:
+        raise ValueError(
+            f"Unknown training recipe {name!r}. Expected one of {recipe_names()}."
+        )
+    return TRAINING_RECIPES[name]
+
+
+def build_recipe_optimizer(recipe, model):
+    """The optimizer of `recipe` (a `TRAINING_RECIPES` entry) for `model`.
+
+    "sgd" recipes give the model's memory layers (if any) their own
+    learning rate with `memory_module_optimizer`; otherwise plain SGD.
+    """
+    import keras
+
+    from mmfusion_keras.inspection import find_memory_layers
+    from mmfusion_keras.optimizers import memory_module_optimizer
+
+    if recipe["optimizer"] == "adam":
+        return keras.optimizers.Adam(recipe["learning_rate"])
+    if find_memory_layers(model):
+        return memory_module_optimizer(
+            model,
+            learning_rate=recipe["learning_rate"],
+            memory_learning_rate=recipe["memory_learning_rate"],
+            momentum=recipe["momentum"],
+        )
+    return keras.optimizers.SGD(recipe["learning_rate"], momentum=recipe["momentum"])
 
 
 _TASKS = {

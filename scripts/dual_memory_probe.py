@@ -19,6 +19,11 @@
     python scripts/dual_memory_probe.py writer --selection soft --block post_norm
     python scripts/dual_memory_probe.py writer --selection straight_through --block rezero
 
+    # Training (Gumbel) reads against inference reads of a saved model, on
+    # 64 validation samples of its task: similarity spread, temperature,
+    # agreement of the argmax, cosine between the two reads.
+    python scripts/dual_memory_probe.py reads saved_models/speech_text_dual_memory
+
 `--no-noise` replaces the Gumbel noise by zeros, `--no-write` keeps the
 memories fixed (the writer returns the old memory); both are diagnostics,
 not options of the layer.
@@ -159,15 +164,17 @@ def _writer(args):
 
     keras.utils.set_random_seed(0)
     r = np.random.default_rng(0)
-    centers = r.standard_normal((2, 8, 32)) * 2
+    centers_a = r.standard_normal((8, 32)) * 2
+    centers_t = r.standard_normal((8, 32)) * 2
     y = r.integers(0, 8, 1024)
-    a = (centers[0][y] + r.standard_normal((1024, 32))).astype("float32")
-    t = (centers[1][y] + r.standard_normal((1024, 32))).astype("float32")
+    a = (centers_a[y] + r.standard_normal((1024, 32))).astype("float32")
+    t = (centers_t[y] + r.standard_normal((1024, 32))).astype("float32")
     inputs = [keras.Input((32,)), keras.Input((32,))]
     encoded = [keras.layers.Dense(32, activation="relu")(i) for i in inputs]
     layer = DualMemoryFusion(
         memory_slots=args.slots,
-        output_dim=128,
+        output_dim=args.output_dim,
+        writer_heads=4,
         seed=0,
         writer_selection=args.selection,
         writer_block=args.block,
@@ -201,6 +208,48 @@ def _writer(args):
     print(f"test accuracy {accuracy:.3f}")
 
 
+def _reads(args):
+    import json
+    import os
+
+    import keras
+    import numpy as np
+    from keras import ops
+
+    import mmfusion_keras.layers  # noqa: F401
+    from mmfusion_keras.tasks import get_task
+
+    with open(os.path.join(args.model, "model_card.json")) as f:
+        card = json.load(f)
+    model = keras.saving.load_model(
+        os.path.join(args.model, "model.keras"), compile=False
+    )
+    layer = model.get_layer("fusion")
+    x, _ = get_task(card["task"]).load("validation", seed=card["seed"])
+    encoder = keras.Model(model.inputs, layer.input)
+    e = [ops.convert_to_tensor(v[:64]) for v in encoder.predict(x, verbose=0)]
+    norms = [float(np.linalg.norm(ops.convert_to_numpy(v), axis=1).mean()) for v in e]
+    print(f"mean embedding norms (x_a, x_t): {norms[0]:.2f}, {norms[1]:.2f}")
+    clean = layer._forward(e, training=False)
+    noisy = layer._forward(e, training=True)
+    for j, name in enumerate(("M_a (text query)", "M_t (audio query)")):
+        s = ops.convert_to_numpy(ops.matmul(e[1 - j], ops.transpose(layer.memories[j])))
+        tau = ops.convert_to_numpy(clean["temperature"][j])
+        zc = ops.convert_to_numpy(clean["read_weights"][j])
+        zn = ops.convert_to_numpy(noisy["read_weights"][j])
+        rc = ops.convert_to_numpy(clean["reads"][j])
+        rn = ops.convert_to_numpy(noisy["reads"][j])
+        cos = np.sum(rc * rn, 1) / (
+            np.linalg.norm(rc, axis=1) * np.linalg.norm(rn, axis=1) + 1e-12
+        )
+        print(
+            f"{name}: similarity std over slots {s.std(1).mean():.3f}, median "
+            f"temperature {np.median(tau):.3f}, argmax agreement "
+            f"{np.mean(zc.argmax(1) == zn.argmax(1)):.2f}, cosine(training read, "
+            f"inference read) {cos.mean():.3f}"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="probe", required=True)
@@ -218,11 +267,18 @@ def main():
     )
     writer.add_argument("--block", default="rezero", choices=["post_norm", "rezero"])
     writer.add_argument("--slots", type=int, default=30)
+    writer.add_argument("--output-dim", type=int, default=128)
     writer.add_argument("--epochs", type=int, default=4)
+    reads = sub.add_parser("reads")
+    reads.add_argument("model", help="folder with model.keras and model_card.json")
     args = parser.parse_args()
-    {"synthetic": _synthetic, "speech-text": _speech_text, "writer": _writer}[
-        args.probe
-    ](args)
+    probes = {
+        "synthetic": _synthetic,
+        "speech-text": _speech_text,
+        "writer": _writer,
+        "reads": _reads,
+    }
+    probes[args.probe](args)
 
 
 if __name__ == "__main__":

@@ -67,8 +67,13 @@ def _fusion(fusion, fusion_kwargs):
     return get_fusion_layer(fusion, name="fusion", **dict(fusion_kwargs or {}))
 
 
-def _head(fused, num_classes, units, dropout):
-    x = keras.layers.Dense(units, activation="relu", name="head_dense")(fused)
+def _head(fused, num_classes, units, dropout, head_units=None):
+    if head_units is None:  # one Dense of `units` (the saved models' layout)
+        x = keras.layers.Dense(units, activation="relu", name="head_dense")(fused)
+    else:  # e.g. Dual Memory Fusion's 1024 -> 512 (section 2.3)
+        x = fused
+        for i, width in enumerate(head_units):
+            x = keras.layers.Dense(width, activation="relu", name=f"head_dense_{i}")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     return keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
 
@@ -83,6 +88,7 @@ def build_speech_text_model(
     units=64,
     embedding_dim=32,
     dropout=0.3,
+    head_units=None,
 ):
     """Speech + text emotion classifier: audio and text encoders, fusion, head.
 
@@ -97,6 +103,8 @@ def build_speech_text_model(
         units: width of each modality encoding and of the head.
         embedding_dim: word embedding width.
         dropout: dropout rate of the head.
+        head_units: None (one Dense of `units`) or the widths of the head's
+            Dense layers (e.g. `(1024, 512)`, Dual Memory Fusion's head).
 
     Returns:
         A functional model with inputs `audio` `(batch, audio_samples)` and
@@ -120,7 +128,7 @@ def build_speech_text_model(
     t = keras.layers.GlobalMaxPooling1D(name="text_pool")(t)
     t = keras.layers.Dense(units, activation="relu", name="text_projection")(t)
     fused = _fusion(fusion, fusion_kwargs)([a, t])
-    outputs = _head(fused, num_classes, units, dropout)
+    outputs = _head(fused, num_classes, units, dropout, head_units)
     return keras.Model([audio, text], outputs, name=f"speech_text_{fusion}")
 
 

@@ -63,6 +63,15 @@ def prediction(at):
     return found[0]
 
 
+def pca_drawn(at, memories):
+    """How many memories got a PCA (the others a "No PCA of" caption)."""
+    captions = texts(at, "caption")
+    drawn = sum(c.startswith("PCA of the memory slots") for c in captions)
+    skipped = sum(c.startswith("No PCA of") for c in captions)
+    assert drawn + skipped == memories, captions
+    return drawn
+
+
 def choose(at, model):
     at.selectbox(key="model").set_value(model).run()
     assert not at.exception, at.exception
@@ -79,8 +88,9 @@ def test_default_page_shows_prediction_twin_memory_and_backend(app):
         "2. Prediction",
         "3. Inside the memory",
     ]
-    # probabilities, audio, read weights, attention, memory heatmap, PCA
-    assert len(app.get("image")) == 6
+    # probabilities, audio, read weights, attention, memory heatmap, and
+    # the PCA only when the memory has something to project.
+    assert len(app.get("image")) == 5 + pca_drawn(app, 1)
     backend = keras.config.backend()
     assert any(f"runs on **`{backend}`**" in m for m in texts(app, "markdown"))
     assert app.selectbox(key="backend").value == backend
@@ -152,7 +162,7 @@ def test_image_uploads(app):
     choose(app, "avdigits_mbaf")
     assert app.selectbox(key="model").value == "avdigits_mbaf"
     # probabilities, image, audio, read weights, attention, memory, PCA
-    assert len(app.get("image")) == 7
+    assert len(app.get("image")) == 6 + pca_drawn(app, 1)
     uploader = app.file_uploader(key="image_file")
     uploader.set_value(("digit.png", wav_bytes(0.1), "image/png")).run()
     errors = texts(app, "error")
@@ -261,3 +271,149 @@ def test_shown_probabilities_equal_model_predict(app, models_root):
     assert prediction(app) == f"### Predicted class: {shown(1)} with text blanked"
     markdown = " ".join(texts(app, "markdown"))
     assert f"with all inputs: **{shown(0).replace(' (', '** (')}" in markdown
+
+
+# ------------------------------------------------------- dual memory views
+
+
+def _dual_memory_model(folder, models_root, collapse):
+    """A tiny untrained speech-text dual memory model with its card.
+
+    `collapse`: rows of the audio memory and of the text memory to set to
+    one repeated vector (0: leave the random memories).
+    """
+    import json
+
+    from mmfusion_keras.models.task_models import build_speech_text_model
+
+    card = json.loads(
+        (models_root / "speech_text_concat" / "model_card.json").read_text()
+    )
+    spec = card["preprocessing"]["inputs"]
+    model = build_speech_text_model(
+        len(spec["text"]["vocabulary"]) + 2,
+        sequence_length=spec["text"]["length"],
+        audio_samples=spec["audio"]["samples"],
+        num_classes=len(card["classes"]),
+        fusion="dual_memory",
+        fusion_kwargs={
+            "memory_slots": 10,
+            "output_dim": 16,
+            "writer_heads": 2,
+            "seed": 0,
+        },
+    )
+    fusion = model.get_layer("fusion")
+    # Temperature 1 and small memory rows: soft reads that depend on the
+    # input (random temperature weights can make every read one-hot).
+    for dense in fusion.temperatures:
+        dense.kernel.assign(np.zeros(tuple(dense.kernel.shape), "float32"))
+        dense.bias.assign(np.ones(tuple(dense.bias.shape), "float32"))
+    for memory, rows in zip(fusion.memories, collapse):
+        m = 0.05 * np.random.default_rng(1).standard_normal(tuple(memory.shape))
+        m[:rows] = m[0]
+        memory.assign(m.astype("float32"))
+    folder.mkdir()
+    model.save(folder / "model.keras")
+    card = {**card, "fusion": "dual_memory", "test_metrics": None}
+    (folder / "model_card.json").write_text(json.dumps(card))
+
+
+@pytest.fixture(scope="module")
+def dual_root(models_root, tmp_path_factory):
+    """The test models plus two dual memory models: healthy, partly collapsed."""
+    root = tmp_path_factory.mktemp("dual_models")
+    for name in ("speech_text_concat", "speech_text_mbaf"):
+        (root / name).symlink_to(models_root / name, target_is_directory=True)
+    _dual_memory_model(root / "speech_text_dual_memory", models_root, (0, 0))
+    _dual_memory_model(root / "speech_text_dual_collapsed", models_root, (9, 5))
+    return root
+
+
+@pytest.fixture
+def dual_app(dual_root, monkeypatch):
+    monkeypatch.setenv("MMFUSION_MODELS_DIR", str(dual_root))
+    at = AppTest.from_file(str(APP), default_timeout=240)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_dual_memory_model_shows_both_memories(dual_app):
+    choose(dual_app, "speech_text_dual_memory")
+    assert texts(dual_app, "error") == []
+    markdown = texts(dual_app, "markdown")
+    assert "#### Audio memory M_a" in markdown and "#### Text memory M_t" in markdown
+    health = [m for m in markdown if m.startswith("**Memory health**")]
+    assert len(health) == 1
+    assert "Audio memory M_a: 10 of 10 slots distinct" in health[0]
+    assert "Text memory M_t: 10 of 10 slots distinct" in health[0]
+    captions = texts(dual_app, "caption")
+    for title in ("Audio memory M_a", "Text memory M_t"):
+        assert any(
+            re.match(rf"{title}: learned read temperature for this input \d", c)
+            for c in captions
+        ), captions
+    assert not any("slots identical" in w for w in texts(dual_app, "warning"))
+    # probabilities, audio, and per memory: read weights, heatmap, PCA.
+    assert pca_drawn(dual_app, 2) == 2
+    assert len(dual_app.get("image")) == 2 + 2 * 3
+    assert any("twin speech_text_concat" in m for m in markdown)
+
+
+def test_partial_collapse_is_warned_and_not_projected(dual_app):
+    choose(dual_app, "speech_text_dual_collapsed")
+    warnings = texts(dual_app, "warning")
+    audio = [w for w in warnings if w.startswith("Audio memory M_a:")]
+    text = [w for w in warnings if w.startswith("Text memory M_t:")]
+    assert len(audio) == 1 and "9 of 10 slots identical to another slot" in audio[0]
+    assert "the memory has collapsed" in audio[0]
+    assert len(text) == 1 and "5 of 10 slots identical to another slot" in text[0]
+    assert "partly collapsed" in text[0]
+    captions = texts(dual_app, "caption")
+    assert any(
+        c.startswith("No PCA of Audio memory M_a: it has 1 distinct slot(s) of 10")
+        for c in captions
+    ), captions
+    # The text memory keeps 5 distinct slots: its PCA is drawn.
+    assert pca_drawn(dual_app, 2) == 1
+
+
+def test_two_test_samples_read_differently(dual_root):
+    loaded = core.load_model(dual_root / "speech_text_dual_memory" / "model.keras")
+    rng = np.random.default_rng(3)
+    raws = [
+        {"audio": rng.standard_normal(8000).astype("float32") * 0.1, "text": text}
+        for text in ("i am so happy today", "leave me alone now")
+    ]
+    first, second = (core.analyze(loaded, None, raw) for raw in raws)
+    assert len(first.memories) == 2
+    for a, b in zip(first.memories, second.memories):
+        assert not np.allclose(a.read_weights[0], b.read_weights[0], atol=1e-6)
+        np.testing.assert_array_equal(a.memory, b.memory)
+    # The shown probabilities are the model's own.
+    inputs, _ = core.make_inputs(loaded.card, raws[0])
+    expected = loaded.model.predict([inputs[n] for n in loaded.input_names], verbose=0)
+    np.testing.assert_allclose(first.probabilities, expected, atol=1e-5)
+
+
+def test_memory_views_health_and_projection_rules():
+    class Layer:
+        memories = []
+
+    rng = np.random.default_rng(0)
+    healthy = rng.standard_normal((6, 4))
+    collapsed = np.tile(healthy[:1], (6, 1))
+    collapsed[0] += 1e-9  # negligible spread, cosine 1
+    z = np.full((2, 6), 0.02)
+    z[0, 1] = z[1, 4] = 0.9  # sharp reads: entropy well under 0.8 of uniform
+    views = core.memory_views(
+        Layer(),
+        {"memory": [healthy, collapsed], "read_weights": [z, z]},
+        [],
+    )
+    assert [v.title for v in views] == ["Memory 1", "Memory 2"]
+    assert views[0].projection is not None and core.collapse_warning(views[0]) is None
+    assert views[1].projection is None
+    assert views[1].health["distinct_slots"] == 0
+    assert "6 of 6 slots identical" in core.collapse_warning(views[1])

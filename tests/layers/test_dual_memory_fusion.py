@@ -469,3 +469,37 @@ def test_empty_batch_error_in_inspect():
         lambda: layer.inspect([A[:0], T[:0]]),
         r"received an empty batch \(0 examples\)",
     )
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_short_fit_keeps_the_default_memories_alive(legacy):
+    # `scripts/dual_memory_probe.py writer`'s task, smaller: 8 clusters in
+    # two 32-d views, Dense encoders, 30 slots, one epoch of 24 writes. The
+    # default writer keeps at least 80% of the slots distinct; the first
+    # version's SoftSort blend makes the written slots near-copies at once.
+    from mmfusion_keras.inspection import memory_health
+
+    keras.utils.set_random_seed(0)
+    r = np.random.default_rng(0)
+    centers = r.standard_normal((2, 8, 32)) * 2
+    y = r.integers(0, 8, 768)
+    a = (centers[0][y] + r.standard_normal((768, 32))).astype("float32")
+    t = (centers[1][y] + r.standard_normal((768, 32))).astype("float32")
+    inputs = [keras.Input((32,)), keras.Input((32,))]
+    encoded = [keras.layers.Dense(32, activation="relu")(x) for x in inputs]
+    fusion = DualMemoryFusion(
+        memory_slots=30,
+        output_dim=32,
+        writer_heads=4,
+        seed=0,
+        **(LEGACY_WRITER if legacy else {}),
+    )
+    outputs = keras.layers.Dense(8, activation="softmax")(fusion(encoded))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit([a, t], y, batch_size=32, epochs=1, verbose=0)
+    distinct = [memory_health(np_(m))["distinct_slots"] for m in fusion.memories]
+    if legacy:
+        assert min(distinct) < 0.8 * 30, distinct
+    else:
+        assert min(distinct) >= 0.8 * 30, distinct
