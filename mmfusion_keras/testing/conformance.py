@@ -8,7 +8,9 @@
 2. trainable / non-trainable weight and seed-generator counts after build;
 3. symbolic output shape and dtype, `compute_output_shape`, eager output
    shape and dtype;
-4. one `model.fit` step with `jit_compile="auto"`, finite loss;
+4. one `model.fit` step, finite loss: compiled (`jit_compile="auto"`) for
+   the first configuration of each layer class in the process (always on
+   JAX), eager for the others (see `compile_fit`);
 5. a finite, non-zero gradient for every trainable weight (computed with the
    active backend's autodiff);
 6. `.keras` save -> load: same class, same outputs (atol 1e-6), same
@@ -148,7 +150,9 @@ def trainable_gradients(model, inputs, output_weights=None, training=True):
             )
             return loss_of(outputs)
 
-        grads = jax.grad(f)(trainable)
+        # One XLA compile of the whole gradient instead of one per primitive
+        # (op-by-op `jax.grad` compiles every op and shape it meets).
+        grads = jax.jit(jax.grad(f))(trainable)
     elif backend == "torch":
         for v in model.trainable_variables:
             v.value.grad = None
@@ -181,6 +185,7 @@ def run_layer_conformance(
     save_atol=1e-6,
     mixed_precision_tolerance=2e-2,
     make_target=None,
+    compile_fit=None,
 ):
     """Runs the conformance check on one layer configuration.
 
@@ -207,6 +212,13 @@ def run_layer_conformance(
             `y32` the float32 output (float16 keeps about 3 significant
             digits; deep layers accumulate more error).
         make_target: optional `fn(outputs) -> targets` for the fit step.
+        compile_fit: whether the fit step is compiled (`jit_compile="auto"`)
+            or eager. None (default): compiled for the first configuration
+            of each layer class checked in the process, and on JAX always
+            (there eager execution compiles every op and costs more than one
+            compile of the train step); eager for later configurations on
+            TensorFlow and PyTorch, where the compile of the train step is
+            most of the check's time.
     """
     single_input = not isinstance(input_shapes[0], (list, tuple))
     shapes = [tuple(input_shapes)] if single_input else [tuple(s) for s in input_shapes]
@@ -300,7 +312,13 @@ def run_layer_conformance(
             .standard_normal((batch_size, 1))
             .astype("float32")
         )
-        fit_model.compile(optimizer="adam", loss="mse", jit_compile="auto")
+        compiled = _compile_fit(layer_cls, compile_fit)
+        fit_model.compile(
+            optimizer="adam",
+            loss="mse",
+            jit_compile="auto" if compiled else False,
+            run_eagerly=not compiled,
+        )
         history = fit_model.fit(
             unwrap(data), target, batch_size=batch_size, epochs=1, verbose=0
         )
@@ -317,7 +335,10 @@ def run_layer_conformance(
 
     # 6. .keras save -> load.
     if run_saving:
-        before = ops.convert_to_numpy(model.predict(unwrap(data), verbose=0))
+        # Direct calls, not `predict`: the same outputs without compiling a
+        # predict function for each model (the dominant cost on JAX and
+        # TensorFlow); the compiled path is exercised by the fit step.
+        before = ops.convert_to_numpy(model(unwrap(data), training=False))
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.keras")
             model.save(path)
@@ -326,7 +347,7 @@ def run_layer_conformance(
             layer_ for layer_ in restored.layers if isinstance(layer_, layer_cls)
         ]
         assert len(restored_layers) == 1 and type(restored_layers[0]) is layer_cls
-        after = ops.convert_to_numpy(restored.predict(unwrap(data), verbose=0))
+        after = ops.convert_to_numpy(restored(unwrap(data), training=False))
         np.testing.assert_allclose(after, before, atol=save_atol, rtol=0)
 
         # Seed-generator states (dropout counters) are not model state.
@@ -386,6 +407,22 @@ def run_layer_conformance(
             assert_raises_with_message(make_call, pattern)
         except AssertionError as e:
             raise AssertionError(f"{layer_cls.__name__} / {description}: {e}") from e
+
+
+_COMPILED_FIT_DONE = set()
+
+
+def _compile_fit(layer_cls, compile_fit):
+    """Whether the conformance fit step of `layer_cls` runs compiled."""
+    if compile_fit is not None:
+        compiled = bool(compile_fit)
+    else:
+        compiled = (
+            keras.config.backend() == "jax" or layer_cls not in _COMPILED_FIT_DONE
+        )
+    if compiled:
+        _COMPILED_FIT_DONE.add(layer_cls)
+    return compiled
 
 
 def _seed_generators(layer):
