@@ -25,7 +25,8 @@ class MemoryHealthCallback(keras.callbacks.Callback):
     `keras.callbacks.TensorBoard` comes after this callback, and in CSV
     logs): `<prefix><name>_distinct_slots`, `<prefix><name>_effective_rank`,
     `<prefix><name>_norm_mean` and, when `inputs` are given,
-    `<prefix><name>_read_entropy` (measured on those inputs in inference
+    `<prefix><name>_read_entropy` and `<prefix><name>_slots_read`
+    (measured on those inputs in inference
     mode; nothing is written to the memory). See
     `mmfusion_keras.inspection.memory_health` for the definitions.
 
@@ -90,6 +91,7 @@ class MemoryHealthCallback(keras.callbacks.Callback):
             logs[f"{key}_norm_mean"] = float(np.nan_to_num(health["norm_mean"]))
             if health["read_entropy"] is not None:
                 logs[f"{key}_read_entropy"] = float(health["read_entropy"])
+                logs[f"{key}_slots_read"] = float(health["slots_read"])
         if self.verbose:
             from mmfusion_keras.inspection import describe_memory_health
 

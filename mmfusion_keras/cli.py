@@ -136,9 +136,14 @@ def _print_compare_health(task_name, healths):
         for j, first in enumerate(per_seed[0]):
             runs = [h[j] for h in per_seed]
             cells = []
-            for key in ("distinct_slots", "effective_rank", "read_entropy"):
+            for key in (
+                "distinct_slots",
+                "effective_rank",
+                "read_entropy",
+                "slots_read",
+            ):
                 values = np.array(
-                    [np.nan if r[key] is None else r[key] for r in runs], float
+                    [np.nan if r.get(key) is None else r[key] for r in runs], float
                 )
                 cells.append(f"{np.mean(values):.2f} ± {np.std(values):.2f}")
             rows.append(
@@ -150,9 +155,10 @@ def _print_compare_health(task_name, healths):
         return
     print(f"\n{task_name}: memory health on the test split, mean ± std over seeds")
     print(
-        "| fusion | memory | slots | distinct slots | effective rank | read entropy |"
+        "| fusion | memory | slots | distinct slots | effective rank | read entropy "
+        "| slots read |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(row)
 

@@ -80,6 +80,12 @@ def memory_health(memory, read_weights=None, threshold=0.99):
       of one repeated vector, `min(k, l)` for orthogonal slots of equal norm.
     * **read entropy** (if `read_weights` is given): the mean over inputs of
       `H(z) / log(k)`, 1 for uniform reads, 0 for one-hot reads.
+    * **slots read** and **top slot share** (if `read_weights` is given):
+      how many slots are the largest read weight of at least one input,
+      and the fraction of inputs whose largest read weight is on the most
+      common such slot. Distinct slots and sharp reads do not make the
+      read depend on the input: a memory whose every input reads the same
+      slot has read entropy 0 but `slots_read` 1 and top slot share 1.
     * **slot norms**: the L2 norm of each slot.
 
     Args:
@@ -91,7 +97,8 @@ def memory_health(memory, read_weights=None, threshold=0.99):
 
     Returns:
         dict with `slots` (k), `distinct_slots`, `distinct_fraction`,
-        `effective_rank`, `read_entropy` (None without `read_weights`),
+        `effective_rank`, `read_entropy`, `slots_read`, `top_slot_share`
+        (these three None without `read_weights`),
         `slot_norms` (array `(k,)`), `norm_min`, `norm_mean`, `norm_max`,
         and `finite` (False if the memory holds NaN or inf; the other
         figures are then computed on the finite slots only).
@@ -141,7 +148,7 @@ def memory_health(memory, read_weights=None, threshold=0.99):
             effective_rank = 0.0
     else:
         distinct, effective_rank = 0, 0.0
-    entropy = None
+    entropy = slots_read = top_share = None
     if read_weights is not None:
         z = np.asarray(read_weights, dtype="float64")
         if z.ndim != 2 or z.shape[-1] != k:
@@ -149,6 +156,10 @@ def memory_health(memory, read_weights=None, threshold=0.99):
                 f"memory_health expects read weights of shape (batch, {k}) for "
                 f"a memory of {k} slots. Received: shape={z.shape}"
             )
+        if len(z):
+            counts = np.bincount(np.argmax(z, axis=-1), minlength=k)
+            slots_read = int(np.sum(counts > 0))
+            top_share = float(counts.max() / len(z))
         if k > 1:
             z = np.clip(z, 1e-12, 1.0)
             entropy = float(np.mean(-np.sum(z * np.log(z), axis=-1)) / np.log(k))
@@ -161,6 +172,8 @@ def memory_health(memory, read_weights=None, threshold=0.99):
         "distinct_fraction": distinct / k if k else 0.0,
         "effective_rank": effective_rank,
         "read_entropy": entropy,
+        "slots_read": slots_read,
+        "top_slot_share": top_share,
         "slot_norms": norms,
         "norm_min": float(finite_norms.min()) if finite_norms.size else float("nan"),
         "norm_mean": float(finite_norms.mean()) if finite_norms.size else float("nan"),
@@ -256,10 +269,17 @@ def describe_memory_health(health):
     text += f", effective rank {health['effective_rank']:.1f}"
     if health.get("read_entropy") is not None:
         text += f", read entropy {health['read_entropy']:.2f} of uniform"
+    if health.get("slots_read") is not None:
+        text += (
+            f", {health['slots_read']} slots read (top slot: "
+            f"{100 * health['top_slot_share']:.0f}% of inputs)"
+        )
     if not health.get("finite", True):
         text += ": NOT FINITE"
     elif memory_is_collapsed(health):
         text += ": COLLAPSED" if distinct <= 1 else ": PARTLY COLLAPSED"
+    elif (health.get("top_slot_share") or 0.0) >= 0.9 and k > 1:
+        text += ": READS ONE SLOT"
     return text
 
 

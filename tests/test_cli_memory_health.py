@@ -66,6 +66,7 @@ def _card(fusion, seed, distinct):
                 "distinct_slots": distinct,
                 "effective_rank": 2.0 + seed,
                 "read_entropy": 0.5,
+                "slots_read": 3 + seed,
             }
         ]
     metrics = {"accuracy": 0.5, "unweighted_accuracy": 0.5, "macro_f1": 0.5}
@@ -89,8 +90,9 @@ def test_compare_reports_health_mean_and_std(monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "memory health on the test split, mean ± std over seeds" in printed
     # distinct 4 and 8: mean 6, std 2; effective rank 2 and 3: 2.5 ± 0.5.
-    assert "| mbaf | fusion | 10 | 6.00 ± 2.00 | 2.50 ± 0.50 | 0.50 ± 0.00 |" in (
-        printed
+    assert (
+        "| mbaf | fusion | 10 | 6.00 ± 2.00 | 2.50 ± 0.50 | 0.50 ± 0.00 | 3.50 ± 0.50 |"
+        in (printed)
     )
     assert "| concat | fusion |" not in printed
 

@@ -28,8 +28,23 @@ def test_orthogonal_slots_and_one_hot_reads():
     assert health["distinct_fraction"] == 1.0
     assert health["effective_rank"] == pytest.approx(5.0, rel=1e-6)
     assert health["read_entropy"] == pytest.approx(0.0, abs=1e-9)
+    assert health["slots_read"] == 5 and health["top_slot_share"] == 0.2
     assert health["norm_min"] == health["norm_max"] == pytest.approx(3.0)
     assert not memory_is_collapsed(health)
+    assert describe_memory_health(health).endswith(
+        "5 slots read (top slot: 20% of inputs)"
+    )
+
+
+def test_sharp_reads_of_one_slot_are_flagged():
+    # Distinct slots, one-hot reads, but every input reads slot 2.
+    reads = np.zeros((10, 5))
+    reads[:, 2] = 1.0
+    health = memory_health(np.eye(5), reads)
+    assert health["read_entropy"] == pytest.approx(0.0, abs=1e-9)
+    assert health["slots_read"] == 1 and health["top_slot_share"] == 1.0
+    assert not memory_is_collapsed(health)
+    assert describe_memory_health(health).endswith(": READS ONE SLOT")
 
 
 def test_half_duplicated_slots_count_as_partial_collapse():
@@ -92,6 +107,7 @@ def test_callback_logs_health_into_history():
     history = model.fit(x, np.arange(8) % 2, epochs=2, verbose=0, callbacks=[callback])
     distinct = history.history["memory/fusion_distinct_slots"]
     assert len(distinct) == 2 and all(0 <= d <= 5 for d in distinct)
+    assert len(history.history["memory/fusion_slots_read"]) == 2
     entropy = history.history["memory/fusion_read_entropy"]
     assert all(0.0 <= e <= 1.0 for e in entropy)
     assert callback.last[0]["slots"] == 5
