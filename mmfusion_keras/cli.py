@@ -6,6 +6,7 @@ the model) print one line and exit with status 2, without a traceback.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -412,6 +413,12 @@ def cmd_train(args):
         "max_examples",
         allow_zero=["patience"],
     )
+    if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UserError(
+            "--tensorboard needs the `tensorboard` package, which is not "
+            "installed: `pip install tensorboard` (received: --tensorboard "
+            f"{args.tensorboard})."
+        )
     resume_state = None
     if args.output:
         resume_state = _prepare_output(args.output, args.overwrite, args.resume)

@@ -259,3 +259,22 @@ def test_killed_after_the_last_epoch_resumes_to_the_same_model(tmp_path, monkeyp
         weights_of(straight / "model.keras"), weights_of(resumed / "model.keras")
     ):
         np.testing.assert_array_equal(x, y)
+
+
+def test_tensorboard_without_the_package_is_a_one_line_error(
+    tmp_path, monkeypatch, capsys
+):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorboard" else real(name, *a),
+    )
+    out = tmp_path / "tb_run"
+    assert train(out, "--tensorboard", str(tmp_path / "logs")) == 2
+    err = capsys.readouterr().err
+    assert "--tensorboard needs the `tensorboard` package" in err
+    assert f"received: --tensorboard {tmp_path / 'logs'}" in err
+    assert not out.exists()
