@@ -92,6 +92,13 @@ class MemoryHealthCallback(keras.callbacks.Callback):
             if health["read_entropy"] is not None:
                 logs[f"{key}_read_entropy"] = float(health["read_entropy"])
                 logs[f"{key}_slots_read"] = float(health["slots_read"])
+        # NaN policy: writes the memory layers skipped as non-finite so far.
+        for layer in find_memory_layers(self.model):
+            skipped = getattr(layer, "skipped_writes", None)
+            if skipped is not None:
+                logs[f"{self.prefix}{layer.name}_skipped_writes"] = float(
+                    keras.ops.convert_to_numpy(skipped)
+                )
         if self.verbose:
             from mmfusion_keras.inspection import describe_memory_health
 

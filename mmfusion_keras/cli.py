@@ -114,12 +114,41 @@ def _memory_health_card(model, inputs):
     return [memory_health_summary(h) for h in model_memory_health(model, inputs)]
 
 
+def _skipped_memory_writes(model):
+    """`{layer name: writes skipped as non-finite}` of the memory layers.
+
+    `MemoryBasedAttentiveFusion` and `DualMemoryFusion` skip a memory write
+    that would hold NaN or inf and count it in `skipped_writes` (NaN policy);
+    None for a model without memory layers.
+    """
+    import keras
+
+    from mmfusion_keras.inspection import find_memory_layers
+
+    layers = [
+        layer
+        for layer in find_memory_layers(model)
+        if getattr(layer, "skipped_writes", None) is not None
+    ]
+    if not layers:
+        return None
+    return {
+        layer.name: int(keras.ops.convert_to_numpy(layer.skipped_writes))
+        for layer in layers
+    }
+
+
 def _print_memory_health(card):
     """One `describe_memory_health` line per memory of a model card."""
     from mmfusion_keras.inspection import describe_memory_health
 
     for health in card.get("memory_health") or []:
         print(f"  memory health: {describe_memory_health(health)}")
+    for name, count in (card.get("skipped_memory_writes") or {}).items():
+        if count:
+            print(
+                f"  memory writes skipped as non-finite (NaN policy): {name}: {count}"
+            )
 
 
 def _print_compare_health(task_name, healths):
@@ -343,6 +372,7 @@ def _train_one(
         "max_examples": max_examples,
         "command": command,
         "memory_health": _memory_health_card(model, x_test),
+        "skipped_memory_writes": _skipped_memory_writes(model),
     }
     if run.skipped_nonfinite_epochs:
         card["nonfinite_loss_epochs"] = run.skipped_nonfinite_epochs

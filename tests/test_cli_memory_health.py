@@ -31,6 +31,7 @@ def test_train_prints_and_records_memory_health(tmp_path, capsys):
     assert " of 30 slots distinct" in printed
     card = json.loads((out / "model_card.json").read_text())
     (health,) = card["memory_health"]
+    assert card["skipped_memory_writes"] == {"fusion": 0}
     assert health["name"] == "fusion" and health["slots"] == 30
     assert 0 <= health["distinct_slots"] <= 30
     assert 0.0 <= health["read_entropy"] <= 1.0  # measured on the test split

@@ -89,6 +89,12 @@ def test_errors():
     )
 
 
+def keras_memory(model):
+    from keras import ops
+
+    return ops.convert_to_numpy(model.get_layer("fusion").memories[0])
+
+
 def test_callback_logs_health_into_history():
     from mmfusion_keras.callbacks import MemoryHealthCallback
     from mmfusion_keras.models import build_fusion_classifier
@@ -111,6 +117,29 @@ def test_callback_logs_health_into_history():
     entropy = history.history["memory/fusion_read_entropy"]
     assert all(0.0 <= e <= 1.0 for e in entropy)
     assert callback.last[0]["slots"] == 5
+    assert history.history["memory/fusion_skipped_writes"] == [0.0, 0.0]
+    # NaN policy: a non-finite sample's write is skipped and counted (the
+    # NaN goes straight into the fusion layer: TensorFlow's ReLU maps NaN
+    # to 0, so an encoder could hide it).
+    import keras
+
+    from mmfusion_keras.layers import MemoryBasedAttentiveFusion
+
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    fused = MemoryBasedAttentiveFusion(memory_slots=5, seed=0, name="fusion")([a, b])
+    direct = keras.Model([a, b], keras.layers.Dense(2, activation="softmax")(fused))
+    direct.compile("sgd", "sparse_categorical_crossentropy")
+    x["a"][3, 1] = np.nan
+    history = direct.fit(
+        x,
+        np.arange(8) % 2,
+        epochs=1,
+        batch_size=8,
+        verbose=0,
+        callbacks=[MemoryHealthCallback()],
+    )
+    assert history.history["memory/fusion_skipped_writes"] == [1.0]
+    assert np.all(np.isfinite(keras_memory(direct)))
 
 
 def test_callback_needs_a_memory_layer():
