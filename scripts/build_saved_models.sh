@@ -5,9 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh
 export TF_CPP_MIN_LOG_LEVEL=3
-run() { .venv/bin/mmfusion --backend jax train --verbose 2 "$@"; }
+# --overwrite: the folders hold the previous models (replaced atomically);
+# the per-epoch checkpoint.npz is only for --resume and is not shipped.
+run() { .venv/bin/mmfusion --backend jax train --verbose 2 --overwrite "$@"; }
 run --task speech-text --fusion mbaf --epochs 80 --patience 12 --seed 0 --output saved_models/speech_text_mbaf
 run --task speech-text --fusion concat --epochs 80 --patience 12 --seed 0 --output saved_models/speech_text_concat
 run --task avdigits --fusion mbaf --epochs 40 --patience 8 --seed 0 --output saved_models/avdigits_mbaf
 run --task avdigits --fusion concat --epochs 40 --patience 8 --seed 0 --output saved_models/avdigits_concat
+rm -f saved_models/*/checkpoint.npz
 du -sh saved_models
