@@ -829,57 +829,43 @@ def _add_search_parser(sub):
     search.set_defaults(func=cmd_search)
 
 
-def cmd_snr_grid(args):
-    """Fusion depth vs. noise on AV-Digits (Barnum et al. 2020)."""
-    from mmfusion_keras.experiments import snr_grid
-
-    args.command_line = "mmfusion " + " ".join(args.argv)
-    snr_grid.run(args)
-
-
-def _add_snr_grid_parser(sub):
-    from mmfusion_keras.experiments.snr_grid import add_arguments
-
-    grid = sub.add_parser(
-        "snr-grid",
-        help="train initial / second-layer / FC fusion at one SNR, test over an "
+# Paper experiments: a module in `mmfusion_keras.experiments` with
+# `add_arguments(parser)` and `run(args)`, behind one CLI verb each.
+EXPERIMENTS = {
+    "snr-grid": (
+        "snr_grid",
+        "train initial / second-layer / FC fusion at one SNR, test over an "
         "SNR grid (Barnum et al. 2020)",
-    )
-    add_arguments(grid).set_defaults(func=cmd_snr_grid)
-
-
-def cmd_mbaf_ablation(args):
-    """The MBAF paper's ablations (Priyasad et al. 2021, section 6)."""
-    from mmfusion_keras.experiments import mbaf_ablation
-
-    args.command_line = "mmfusion " + " ".join(args.argv)
-    mbaf_ablation.run(args)
-
-
-def _add_mbaf_ablation_parser(sub):
-    from mmfusion_keras.experiments.mbaf_ablation import add_arguments
-
-    ablation = sub.add_parser(
-        "mbaf-ablation",
-        help="MBAF ablations: memory size, self/cross read, fused/per-modality "
+    ),
+    "mbaf-ablation": (
+        "mbaf_ablation",
+        "MBAF ablations: memory size, self/cross read, fused/per-modality "
         "memory, write rule, over seeds (Priyasad et al. 2021, section 6)",
-    )
-    add_arguments(ablation).set_defaults(func=cmd_mbaf_ablation)
-
-
-def _add_delta_attention_parser(sub):
-    from mmfusion_keras.experiments import delta_attention
-
-    def cmd(args):
-        args.command_line = "mmfusion " + " ".join(args.argv)
-        delta_attention.run(args)
-
-    parser = sub.add_parser(
-        "delta-attention",
-        help="delta self-attention readings and the hierarchical model on the "
+    ),
+    "delta-attention": (
+        "delta_attention",
+        "delta self-attention readings and the hierarchical model on the "
         "generated delta task (Panchal)",
-    )
-    delta_attention.add_arguments(parser).set_defaults(func=cmd)
+    ),
+}
+
+
+def cmd_experiment(args):
+    """Runs the experiment module of the verb (see `EXPERIMENTS`)."""
+    import importlib
+
+    module = importlib.import_module(f"mmfusion_keras.experiments.{args.experiment}")
+    args.command_line = "mmfusion " + " ".join(args.argv)
+    module.run(args)
+
+
+def _add_experiment_parsers(sub):
+    import importlib
+
+    for verb, (name, help_text) in EXPERIMENTS.items():
+        module = importlib.import_module(f"mmfusion_keras.experiments.{name}")
+        parser = sub.add_parser(verb, help=help_text)
+        module.add_arguments(parser).set_defaults(func=cmd_experiment, experiment=name)
 
 
 def _add_recipe_argument(parser):
@@ -980,9 +966,7 @@ def build_parser():
     )
     demo.set_defaults(func=cmd_demo)
     _add_search_parser(sub)
-    _add_snr_grid_parser(sub)
-    _add_mbaf_ablation_parser(sub)
-    _add_delta_attention_parser(sub)
+    _add_experiment_parsers(sub)
     return parser
 
 
