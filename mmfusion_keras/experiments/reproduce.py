@@ -40,6 +40,8 @@ RECIPES = {
     "mbaf-iemocap": "reproduce_iemocap",
     "dual-memory-iemocap": "reproduce_iemocap",
     "mbaf-physionet": "reproduce_physionet",
+    "delta-mosei": "reproduce_mosei",
+    "mult-mosei": "reproduce_mosei",
 }
 
 

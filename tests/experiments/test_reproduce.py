@@ -313,3 +313,66 @@ def test_dual_memory_iemocap_quick(corpora, tmp_path):
     result = report["results"]["memory"]
     assert result["paper"] == {"wa": 0.768, "ua": 0.773, "f1": 0.77}
     assert np.sum(report["units"][0]["details"]["confusion_matrix"]) == 10
+
+
+# --- CMU-MOSEI ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mosei_root(tmp_path_factory):
+    pytest.importorskip("h5py")
+    from mmfusion_keras.experiments.reproduce_corpora import write_mosei_release
+
+    return write_mosei_release(str(tmp_path_factory.mktemp("mosei")), videos=20)
+
+
+def test_mosei_split_by_video_and_missing_files(mosei_root, tmp_path, capsys):
+    runner = _runner("mult-mosei", [("variants", ["MulT aligned", "MulT unaligned"])])
+    data = runner.load(mosei_root, _quiet)
+    assert set(data) == {True, False}
+    described = runner.describe(data)
+    assert described["aligned"]["segments"] == 40
+    assert described["unaligned"]["videos"] == 20
+    (fold,) = runner.folds(data)
+    videos = next(iter(data.values())).metadata["video"]
+    seen = [set(videos[i].tolist()) for i in fold["indices"].values()]
+    assert [len(s) for s in seen] == [16, 2, 2]
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    assert fold["groups"] == {"train": 16, "validation": 2, "test": 2}
+    partial = str(tmp_path / "partial")
+    shutil.copytree(mosei_root, partial)
+    os.remove(os.path.join(partial, "CMU_MOSEI_COVAREP.csd"))
+    err = _error(
+        capsys,
+        [
+            "reproduce",
+            "mult-mosei",
+            "--quick",
+            "--data-root",
+            partial,
+            "--output",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert "CMU-MOSEI files missing" in err and "['CMU_MOSEI_COVAREP.csd']" in err
+
+
+@pytest.mark.slow
+def test_mult_mosei_quick(mosei_root, tmp_path):
+    report = _run("mult-mosei", mosei_root, tmp_path / "out")
+    result = report["results"]["MulT unaligned"]
+    assert result["paper"] == {"acc_6": 0.507, "f1_6": 0.816}
+    unit = report["units"][0]
+    assert unit["details"]["parameters"] > 0
+    assert set(unit["metrics"]) >= {"acc_6", "f1_6", "happy_acc_2", "fear_f1"}
+
+
+@pytest.mark.slow
+def test_delta_mosei_quick(mosei_root, tmp_path):
+    report = _run(
+        "delta-mosei", mosei_root, tmp_path / "out", ['variants=["stagewise aligned"]']
+    )
+    result = report["results"]["stagewise aligned"]
+    assert result["paper"]["acc_6"] == 0.497
+    assert result["paper"]["fear_f1"] == 0.932
+    assert report["units"][0]["details"]["parameters"] > 0
