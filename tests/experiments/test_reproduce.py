@@ -376,3 +376,11 @@ def test_delta_mosei_quick(mosei_root, tmp_path):
     assert result["paper"]["acc_6"] == 0.497
     assert result["paper"]["fear_f1"] == 0.932
     assert report["units"][0]["details"]["parameters"] > 0
+
+
+def test_backend_option_before_or_after_the_verb():
+    parser = cli.build_parser()
+    args = parser.parse_args(["reproduce", "mbaf-physionet", "--backend", "torch"])
+    assert args.backend == "torch"
+    args = parser.parse_args(["--backend", "jax", "reproduce", "mbaf-physionet"])
+    assert args.backend == "jax"  # not reset by the verb's own option
