@@ -151,7 +151,11 @@ def summarize(recipe, units, fold_names, variants):
             fold_rows = [u["metrics"] for u in rows if u["fold"] == fold]
             per_fold[fold] = {m: _stats([r.get(m) for r in fold_rows]) for m in metrics}
         overall = {m: _stats([u["metrics"].get(m) for u in rows]) for m in metrics}
+        counts = sorted(
+            {u["details"]["parameters"] for u in rows if "parameters" in u["details"]}
+        )
         results[variant] = {
+            "parameters": counts[0] if len(counts) == 1 else counts or None,
             "paper": paper.get(variant, {}),
             "per_fold": per_fold,
             "overall": overall,
@@ -193,8 +197,8 @@ def markdown(report):
         ),
         "",
         "Values in %" if scale == 100 else "Values as fractions",
-        "(this run: mean ± std over seeds per fold, over folds and seeds "
-        "overall). The paper reports overall numbers only.",
+        "(this run: mean ± std over folds and seeds overall, over seeds per "
+        "fold). The papers report overall numbers only.",
         "",
     ]
     if report["quick"]:
@@ -204,18 +208,21 @@ def markdown(report):
             "paper's.",
             "",
         ]
-    header = ["fold"]
-    for m in metrics:
-        header += [f"{labels.get(m, m)} paper", f"{labels.get(m, m)} this run"]
     for variant, res in report["results"].items():
+        folds = list(res["per_fold"])
+        header = ["metric", "paper", "this run (overall)"] + [
+            f"this run: {fold}" for fold in folds
+        ]
         lines += [f"## {variant}", ""]
+        if res.get("parameters") is not None:
+            lines += [f"Parameters: {res['parameters']}", ""]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        rows = list(res["per_fold"].items()) + [("overall", res["overall"])]
-        for fold, stats in rows:
-            cells = [f"**{fold}**" if fold == "overall" else fold]
-            for m in metrics:
-                paper = res["paper"].get(m) if fold == "overall" else None
-                cells += [_paper_cell(paper, scale), _cell(stats[m], scale)]
+        for m in metrics:
+            cells = [
+                labels.get(m, m),
+                _paper_cell(res["paper"].get(m), scale),
+                _cell(res["overall"][m], scale),
+            ] + [_cell(res["per_fold"][fold][m], scale) for fold in folds]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Folds", ""]

@@ -228,7 +228,9 @@ def test_physionet_quick_report(physionet_run):
     assert ua["n"] == 1 and 0.0 <= ua["mean"] <= 1.0 and ua["std"] == 0.0
     assert saved["folds"][0]["sizes"] == {"train": 90, "test": 30}
     text = (output / "report.md").read_text()
-    assert "| **overall** | 35.23 |" in text
+    assert saved["results"]["F-IV MBAF"]["parameters"] > nf["parameters"] > 0
+    assert f"Parameters: {nf['parameters']}" in text
+    assert "| UA | 35.23 | " in text and "| this run: group1 |" in text
     assert "`epochs=1`" in text and "Quick run" in text
 
 
