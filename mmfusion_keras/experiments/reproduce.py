@@ -350,6 +350,9 @@ def run_recipe(
         "overrides": dict(overrides),
     }
     start = time.time()
+    if os.path.isdir(output) and os.listdir(output) and not (resume or overwrite):
+        # Refuse before the (possibly long) data check.
+        _check_output(output, resume, overwrite, run_config)
     log(f"[reproduce {name}] checking the data in '{data_root}'")
     data = runner.load(data_root, log)
     folds = runner.folds(data)
