@@ -72,6 +72,11 @@ def main():
     parser.add_argument("--temperature-schedule", default="exponential")
     parser.add_argument("--speed-only", action="store_true", help="stop after step 3")
     parser.add_argument(
+        "--searches-only",
+        action="store_true",
+        help="skip steps 2-3 (e.g. extra seeds run in parallel in another OUTPUT)",
+    )
+    parser.add_argument(
         "--per-model-heads",
         action="store_true",
         help="build and compile a new head per sampled architecture "
