@@ -114,8 +114,14 @@ def backend_section():
                 f"itself. Start it with `mmfusion demo --backend {target}`."
             )
         else:
-            st.sidebar.info(f"Restarting under `{target}`: the page reconnects soon.")
-            time.sleep(0.5)  # let the message reach the browser
+            st.sidebar.info(
+                f"Restarting under `{target}`. The page loses its server for "
+                "10-30 s: Streamlit shows a **Connection error** box meanwhile. "
+                "Do not reload; the box closes by itself when the new server is "
+                "up. Uploaded files are cleared (upload them again); the typed "
+                "sentence and the other choices stay."
+            )
+            time.sleep(1.0)  # let the message reach the browser
             env = dict(os.environ, KERAS_BACKEND=target)
             command = [sys.executable, *_streamlit_run_command()]
             # Close the server's sockets (some are inheritable), so the new
@@ -124,9 +130,10 @@ def backend_section():
             os.execve(sys.executable, command, env)
     st.sidebar.caption(
         "Keras fixes its backend when it is first imported, so switching restarts "
-        "the server process (`os.execve` with `KERAS_BACKEND` set); the page "
-        "reconnects by itself after the restart (10-30 s) and the inputs are "
-        f"reset. From a shell: `mmfusion demo --backend {target}`."
+        "the server process (`os.execve` with `KERAS_BACKEND` set): Streamlit "
+        'shows a "Connection error" box for 10-30 s, then the page reconnects '
+        "by itself, with the uploads cleared. From a shell: "
+        f"`mmfusion demo --backend {target}`."
     )
     return backend
 
@@ -202,85 +209,102 @@ def _mtime(path):
 
 
 def inputs_section(loaded):
-    """Widgets for the inputs; returns `(raw inputs, blank modality or None)`."""
-    specs = loaded.card["preprocessing"]["inputs"]
+    """Widgets for the inputs; returns `(raw inputs, sources, blank or None)`.
+
+    Every widget is drawn before any input stops the page: a bad upload
+    shows its error under its own widget, the other widgets keep their
+    values, and no prediction is shown until it is fixed or removed.
+    """
+    card = loaded.card
+    specs = card["preprocessing"]["inputs"]
+    task = card["task"]
     kinds = {spec["kind"] for spec in specs.values()}
-    if not kinds <= {"waveform", "tokens", "image"}:
+    if not set(specs) <= {"audio", "text", "image"} or "vector" in kinds:
         st.error(
             f"This demo shows audio, text and image models; task "
-            f"{loaded.card['task']!r} has inputs {sorted(specs)}."
+            f"{task!r} has inputs {sorted(specs)}."
         )
         st.stop()
-    samples = get_test_samples(loaded.card["task"])
+    samples = get_test_samples(task)
     st.subheader("1. Inputs")
     left, right = st.columns(2)
+    raw, sources, errors = {}, {}, {}
     with left:
         if samples:
             index = st.selectbox(
-                "Bundled test sample (the true class comes first)",
+                "Bundled test sample (listed as true class: content)",
                 range(len(samples)),
                 format_func=lambda i: f"#{i} {samples[i][2]}",
-                key="sample",
+                key=f"sample:{task}",
             )
             raw = dict(samples[index][1])
-        else:
-            raw = {}
+            sources = {name: f"bundled sample #{index}" for name in raw}
         st.caption(
             "Pick a test sample, then optionally replace any modality with your own "
-            "input below."
+            "input on the right. The line under the prediction says which inputs "
+            "were used."
         )
     with right:
         if "audio" in specs:
             upload = st.file_uploader(
                 "Replace the audio: a clip in WAV, FLAC, OGG or MP3",
                 type=["wav", "flac", "ogg", "mp3", "m4a", "aac"],
-                key="audio_file",
+                key=core.upload_key("audio_file", task),
             )
             if upload is not None:
                 try:
-                    raw["audio"], info = core.decode_audio(
-                        upload.getvalue(), upload.name
+                    raw["audio"], info = decode_upload(upload.getvalue(), upload.name)
+                    sources["audio"] = f"uploaded {upload.name!r}"
+                    st.caption(
+                        f"{upload.name}: {info.source_format}, "
+                        f"{info.source_sample_rate} Hz, {info.source_channels} "
+                        f"channel(s), {info.duration_seconds:.2f} s; mixed to mono "
+                        "and resampled to 16 kHz."
                     )
                 except ValueError as e:
+                    errors["audio"] = str(e)
                     st.error(f"Cannot use this audio file. {e}")
-                    st.stop()
-                st.caption(
-                    f"{upload.name}: {info.source_format}, {info.source_sample_rate} Hz, "
-                    f"{info.source_channels} channel(s), {info.duration_seconds:.2f} s; "
-                    "mixed to mono and resampled to 16 kHz."
-                )
         if "text" in specs:
-            if st.checkbox("Replace the text: type my own sentence", key="own_text"):
-                text = st.text_input(
-                    "Text (what is said)",
-                    placeholder="I am so happy today!",
-                    key="text",
-                )
-                text_file = st.file_uploader(
-                    "...or upload a .txt file", type=["txt"], key="text_file"
-                )
-                if text_file is not None:
-                    try:
-                        text = core.read_text_file(text_file.getvalue(), text_file.name)
-                    except ValueError as e:
-                        st.error(str(e))
-                        st.stop()
-                raw["text"] = text
+            text = st.text_input(
+                "Replace the text: type your own sentence (empty: the sample's)",
+                placeholder="I am so happy today!",
+                key="text",
+            )
+            if text.strip():
+                raw["text"], sources["text"] = text, "typed"
+            text_file = st.file_uploader(
+                "...or upload a .txt file (replaces the typed sentence)",
+                type=["txt"],
+                key=core.upload_key("text_file", task),
+            )
+            if text_file is not None:
+                try:
+                    text = core.read_text_file(text_file.getvalue(), text_file.name)
+                    if not text:
+                        raise ValueError(
+                            f"{text_file.name!r} holds no text. Expected one sentence."
+                        )
+                    raw["text"] = text
+                    sources["text"] = f"uploaded {text_file.name!r}"
+                except ValueError as e:
+                    errors["text"] = str(e)
+                    st.error(str(e))
         if "image" in specs:
             upload = st.file_uploader(
                 "Replace the image: a photo or scan of one digit (PNG or JPEG)",
                 type=["png", "jpg", "jpeg"],
-                key="image_file",
+                key=core.upload_key("image_file", task),
             )
             if upload is not None:
                 try:
                     raw["image"], image_notes = core.image_to_digit(
                         upload.getvalue(), upload.name
                     )
+                    sources["image"] = f"uploaded {upload.name!r}"
+                    st.caption(f"{upload.name}: " + "; ".join(image_notes) + ".")
                 except ValueError as e:
+                    errors["image"] = str(e)
                     st.error(f"Cannot use this image. {e}")
-                    st.stop()
-                st.caption(f"{upload.name}: " + "; ".join(image_notes) + ".")
             with st.expander("How an uploaded image becomes the model's 8x8 input"):
                 st.markdown(
                     "The model was trained on scikit-learn's 8x8 digits: bright ink "
@@ -291,10 +315,6 @@ def inputs_section(loaded):
                     "(dark ink on paper) and stretches it to [0, 1]. Use a large, "
                     "centred digit with thick strokes."
                 )
-    missing = [name for name in specs if name not in raw]
-    if missing:
-        st.info(f"Provide the {', '.join(missing)} input to see a prediction.")
-        st.stop()
     options = [NO_BLANK, *specs]
     blank = st.radio(
         "Blank one modality, to see what the other one contributes",
@@ -308,7 +328,23 @@ def inputs_section(loaded):
         + "; ".join(f"**{m}** by {core.BLANK_DESCRIPTIONS[m]}" for m in specs)
         + ". The plots then compare the real input with the blanked one."
     )
-    return raw, blank
+    if errors:
+        st.info(
+            f"Fix or remove the {' and '.join(errors)} upload above to see a "
+            "prediction; the other inputs keep their values."
+        )
+        st.stop()
+    missing = [name for name in specs if name not in raw]
+    if missing:
+        st.info(f"Provide the {', '.join(missing)} input to see a prediction.")
+        st.stop()
+    return raw, sources, blank
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def decode_upload(data, name):
+    """`core.decode_audio`, once per uploaded file (not on every rerun)."""
+    return core.decode_audio(data, name)
 
 
 # ---------------------------------------------------------------- results
@@ -320,7 +356,7 @@ def show(fig):
     st.image(core.render_png(fig), width="stretch")
 
 
-def results_section(loaded, twin, raw, blank):
+def results_section(loaded, twin, raw, sources, blank):
     try:
         analysis = core.analyze(loaded, twin, raw, blank)
     except ValueError as e:
@@ -350,6 +386,10 @@ def results_section(loaded, twin, raw, blank):
     else:
         parts.append("no twin model found to compare with")
     st.markdown("Same input, " + "; ".join(parts) + ".")
+    used, input_warnings = core.inputs_used(loaded.card, raw, sources)
+    st.markdown(used)
+    for warning in input_warnings:
+        st.warning(warning)
     figures = core.make_figures(analysis, include_memory=False, include_audio=False)
     left, right = st.columns(2)
     with left:
@@ -444,13 +484,16 @@ def main():
     st.title("mmfusion-keras: memory-based attentive fusion, live")
     backend = backend_section()
     loaded, twin = model_section()
-    st.caption(
-        f"Model **{loaded.label}** on Keras backend **{backend}**. The bundled "
-        "speech+text corpus is synthetic (eSpeak NG voices with scripted "
-        "prosody): it demonstrates the fusion code, not emotion recognition."
-    )
-    raw, blank = inputs_section(loaded)
-    results_section(loaded, twin, raw, blank)
+    note = f"Model **{loaded.label}** on Keras backend **{backend}**."
+    if loaded.card["task"] == "speech-text":
+        note += (
+            " The bundled speech+text corpus is synthetic (eSpeak NG voices with "
+            "scripted prosody): it demonstrates the fusion code, not emotion "
+            "recognition."
+        )
+    st.caption(note)
+    raw, sources, blank = inputs_section(loaded)
+    results_section(loaded, twin, raw, sources, blank)
     st.caption(
         f"This run took {1000 * (time.perf_counter() - start):.0f} ms on `{backend}` "
         "(the first run of a model also loads and compiles it)."

@@ -24,6 +24,8 @@ import dataclasses
 import io
 import json
 import os
+import re
+import time
 
 import numpy as np
 
@@ -37,6 +39,21 @@ BLANK_DESCRIPTIONS = {
     "image": "a black image: every pixel set to 0 (no ink)",
 }
 _REQUIRED_CARD_KEYS = ("task", "classes", "fusion", "preprocessing")
+# Changes with every server process (also across `os.execve` restarts, which
+# keep the pid): file uploaders are keyed with it, so after a restart the
+# browser shows empty uploaders instead of files the new process never got.
+SERVER_TOKEN = format(time.time_ns() % 10**12, "x")
+
+
+def upload_key(name, task):
+    """The widget key of a file uploader: per task and per server process.
+
+    Per task: switching to a model of another task drops the uploads (a
+    digit clip is never fed to the emotion model); switching between models
+    of one task keeps them and applies them to the new model. Per server
+    process: see `SERVER_TOKEN`.
+    """
+    return f"{name}:{task}:{SERVER_TOKEN}"
 
 
 def configure_backend():
@@ -245,7 +262,13 @@ def decode_audio(data, name="<upload>"):
     """
     from mmfusion_keras.datasets.audio import load_audio
 
-    return load_audio(data, sample_rate=SAMPLE_RATE, max_samples=None, name=name)
+    try:
+        return load_audio(data, sample_rate=SAMPLE_RATE, max_samples=None, name=name)
+    except ValueError as e:
+        # The decoder names its in-memory buffer ("Error opening <_io.BytesIO
+        # object at 0x...>"): name the user's file instead.
+        message = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", repr(name), str(e))
+        raise ValueError(message) from e
 
 
 def read_text_file(data, name="<upload>"):
@@ -282,6 +305,11 @@ def image_to_digit(data, name="<upload>"):
     from PIL import ImageOps
     from PIL import UnidentifiedImageError
 
+    if not len(data):
+        raise ValueError(
+            f"{name!r} is empty (0 bytes). Expected a PNG or JPEG picture of one "
+            "handwritten digit."
+        )
     try:
         image = Image.open(io.BytesIO(bytes(data)))
         image.load()
@@ -366,6 +394,114 @@ def make_inputs(card, raw, blank=None):
         blanked = blank_inputs(inputs, preprocessing, blank)
         inputs = {k: np.concatenate([inputs[k], blanked[k]]) for k in inputs}
     return inputs, notes
+
+
+@dataclasses.dataclass
+class TextView:
+    """A sentence as the model sees it (see `text_as_seen`).
+
+    Attributes:
+        markdown: the sentence for the page, unknown words struck through
+            and words past the model's length in grey brackets.
+        known: words the model knows (tokens kind; None for other kinds).
+        total: words in the sentence (after the model's standardization).
+        warning: a sentence when most words are unknown, else None.
+    """
+
+    markdown: str
+    known: object
+    total: int
+    warning: object
+
+
+def text_as_seen(spec, text):
+    """How a text input of kind `spec["kind"]` reaches the model.
+
+    `"tokens"` (a word vocabulary, `WordTokenizer`): the sentence is
+    lower-cased and split as in training; words outside the vocabulary
+    become the one unknown-word token (struck through here) and words past
+    `spec["length"]` are cut. Any other kind (a pretrained sentence encoder,
+    handled by `mmfusion_keras.tasks.prepare_inputs`) reads the whole
+    sentence with its own sub-word vocabulary: it is shown as given.
+    """
+    text = " ".join(str(text).split())
+    if spec.get("kind") != "tokens":
+        encoder = spec.get("encoder") or spec.get("kind")
+        return TextView(
+            f"\u201c{_escape(text)}\u201d (read whole by the pretrained `{encoder}` "
+            "encoder)",
+            None,
+            len(text.split()),
+            None,
+        )
+    from mmfusion_keras.datasets.text import WordTokenizer
+
+    tokenizer = WordTokenizer(vocabulary=spec["vocabulary"])
+    words = tokenizer.tokenize(text)
+    vocabulary = set(spec["vocabulary"])
+    length = int(spec.get("length") or len(words))
+    kept, cut = words[:length], words[length:]
+    shown = [_escape(w) if w in vocabulary else f"~~{_escape(w)}~~" for w in kept]
+    known = sum(w in vocabulary for w in kept)
+    markdown = "\u201c" + " ".join(shown) + "\u201d"
+    if cut:
+        markdown += f" (cut after {length} words: {_escape(' '.join(cut))})"
+    unknown = len(kept) - known
+    if unknown:
+        markdown += f"; struck through: {unknown} word(s) unknown to the model"
+    warning = None
+    if not kept:
+        warning = (
+            "No word of this sentence is left after lower-casing and removing "
+            "punctuation and symbols: the model sees an empty sentence."
+        )
+    elif known < 0.5 * len(kept):
+        warning = (
+            f"Most words of this sentence are unknown to the model ({unknown} of "
+            f"{len(kept)}): it knows only the {len(vocabulary)} words of its "
+            "training sentences and reads every other word as one 'unknown' "
+            "token, so its prediction rests on the audio and the few known words."
+        )
+    return TextView(markdown, known, len(kept), warning)
+
+
+def _escape(text):
+    """Text safe to put inside Streamlit markdown (no formatting, no HTML)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!~|<>$])", r"\\\1", str(text))
+
+
+def inputs_used(card, raw, sources):
+    """The page's "Inputs used" line, and warnings about the inputs.
+
+    Args:
+        card: the model card.
+        raw: the raw inputs the model is run on.
+        sources: `{modality: "uploaded 'clip.wav'" or "bundled sample #3"
+            or "typed"}`.
+
+    Returns:
+        `(markdown, warnings)`.
+    """
+    parts, warnings = [], []
+    for name, spec in card["preprocessing"]["inputs"].items():
+        source = sources.get(name, "?")
+        if name == "text" or spec.get("kind") in ("tokens", "text"):
+            view = text_as_seen(spec, raw[name])
+            parts.append(f"**{name}** ({source}): {view.markdown}")
+            if view.warning:
+                warnings.append(view.warning)
+        elif spec.get("kind") == "waveform":
+            seconds = len(np.ravel(raw[name])) / SAMPLE_RATE
+            takes = spec["samples"] / SAMPLE_RATE
+            used = (
+                f"{seconds:.2f} s, the first {takes:.2f} s used"
+                if seconds > takes
+                else f"{seconds:.2f} s"
+            )
+            parts.append(f"**{name}** ({source}, {used})")
+        else:
+            parts.append(f"**{name}** ({source})")
+    return "Inputs used: " + "; ".join(parts), warnings
 
 
 # Requests are run as a batch of this many rows (the real input, then the

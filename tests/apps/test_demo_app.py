@@ -72,6 +72,16 @@ def pca_drawn(at, memories):
     return drawn
 
 
+def uploader(at, name, task="speech-text"):
+    return at.file_uploader(key=core.upload_key(name, task))
+
+
+def used(at):
+    found = [m for m in texts(at, "markdown") if m.startswith("Inputs used:")]
+    assert len(found) == 1, texts(at, "markdown")
+    return found[0]
+
+
 def choose(at, model):
     at.selectbox(key="model").set_value(model).run()
     assert not at.exception, at.exception
@@ -100,10 +110,7 @@ def test_uploaded_long_wav_and_typed_text(app, models_root):
     card = core.read_card(models_root / "speech_text_mbaf" / "model.keras")
     takes = card["preprocessing"]["inputs"]["audio"]["samples"] / core.SAMPLE_RATE
     seconds = max(5.0, takes + 1.0)
-    app.file_uploader(key="audio_file").set_value(
-        ("clip.wav", wav_bytes(seconds), "audio/wav")
-    )
-    app.checkbox(key="own_text").check().run()
+    uploader(app, "audio_file").set_value(("clip.wav", wav_bytes(seconds), "audio/wav"))
     app.text_input(key="text").input("I am so glad to see you").run()
     assert not app.exception, app.exception
     assert texts(app, "error") == []
@@ -112,6 +119,15 @@ def test_uploaded_long_wav_and_typed_text(app, models_root):
     assert any(expected in w for w in warnings), warnings
     assert any("WAV/PCM_16, 22050 Hz" in c for c in texts(app, "caption"))
     prediction(app)
+    assert used(app).startswith(
+        f"Inputs used: **audio** (uploaded 'clip.wav', {seconds:.2f} s, the first "
+        f"{takes:.2f} s used); **text** (typed): \u201ci am so glad to see you\u201d"
+    )
+    # Another model of the same task: the same inputs, shown and used.
+    choose(app, "speech_text_concat")
+    assert uploader(app, "audio_file").value.name == "clip.wav"
+    assert "**audio** (uploaded 'clip.wav'" in used(app)
+    assert "**text** (typed)" in used(app)
 
 
 def test_blanking_a_modality_compares_with_the_full_input(app):
@@ -123,39 +139,53 @@ def test_blanking_a_modality_compares_with_the_full_input(app):
     assert "twin speech_text_concat (naive concatenation) with text blanked" in markdown
 
 
-def test_bad_audio_shows_errors_and_the_app_recovers(app):
-    uploader = app.file_uploader(key="audio_file")
-    uploader.set_value(("clip.wav", b"RIFF\x10\x00\x00\x00garbage!", "audio/wav")).run()
+def test_bad_audio_keeps_the_typed_text_and_the_app_recovers(app):
+    app.text_input(key="text").input("xyzzy qwerty so glad asdf").run()
+    uploader(app, "audio_file").set_value(
+        ("clip.wav", b"RIFF\x10\x00\x00\x00garbage!", "audio/wav")
+    ).run()
     assert not app.exception, app.exception
     errors = texts(app, "error")
-    assert len(errors) == 1 and re.search(
-        r"Cannot decode audio file 'clip\.wav'", errors[0]
-    )
+    assert len(errors) == 1, errors
+    assert re.search(r"Cannot decode audio file 'clip\.wav'", errors[0])
+    assert "BytesIO" not in errors[0] and "Error opening 'clip.wav'" in errors[0]
+    # Every input widget is still drawn, with its value; no prediction.
+    assert app.text_input(key="text").value == "xyzzy qwerty so glad asdf"
+    assert uploader(app, "text_file") is not None
+    assert any("Fix or remove the audio upload" in i for i in texts(app, "info"))
+    assert not [m for m in texts(app, "markdown") if m.startswith("### Predicted")]
     m4a_like = b"\x00\x00\x00\x18ftypM4A \x00\x00\x02\x00" + bytes(64)
-    uploader = app.file_uploader(key="audio_file")
-    uploader.set_value(("voice.m4a", m4a_like, "audio/mp4")).run()
+    uploader(app, "audio_file").set_value(("voice.m4a", m4a_like, "audio/mp4")).run()
     errors = texts(app, "error")
     assert len(errors) == 1 and re.search(r"unsupported format: M4A", errors[0]), errors
     assert "ffmpeg" in errors[0]
-    app.file_uploader(key="audio_file").set_value(None).run()
+    uploader(app, "audio_file").set_value(
+        ("good.wav", wav_bytes(1.0), "audio/wav")
+    ).run()
     assert texts(app, "error") == []
     prediction(app)
+    line = used(app)
+    assert "**audio** (uploaded 'good.wav', 1.00 s)" in line
+    assert "**text** (typed): \u201c~~xyzzy~~ ~~qwerty~~ so glad ~~asdf~~\u201d" in line
+    # 3 of 5 words unknown: the page says so.
+    assert any("Most words of this sentence" in w for w in texts(app, "warning"))
 
 
-def test_empty_text_and_bad_text_file(app):
-    app.checkbox(key="own_text").check().run()
-    errors = texts(app, "error")
-    assert len(errors) == 1 and re.search(r"Text 0 is empty", errors[0]), errors
-    app.file_uploader(key="text_file").set_value(
+def test_text_box_opens_without_error_and_bad_text_file(app):
+    assert texts(app, "error") == []
+    assert app.text_input(key="text").value == ""
+    assert "**text** (bundled sample #0)" in used(app)
+    uploader(app, "text_file").set_value(
         ("words.txt", b"\xff\xfe\xfa not utf-8", "text/plain")
     ).run()
     errors = texts(app, "error")
     assert len(errors) == 1 and re.search(r"'words\.txt' is not a UTF-8", errors[0])
-    app.file_uploader(key="text_file").set_value(
+    uploader(app, "text_file").set_value(
         ("words.txt", b"I am furious!\n", "text/plain")
     ).run()
     assert texts(app, "error") == []
     prediction(app)
+    assert "**text** (uploaded 'words.txt'): \u201ci am furious\u201d" in used(app)
 
 
 def test_image_uploads(app):
@@ -163,25 +193,38 @@ def test_image_uploads(app):
     assert app.selectbox(key="model").value == "avdigits_mbaf"
     # probabilities, image, audio, read weights, attention, memory, PCA
     assert len(app.get("image")) == 6 + pca_drawn(app, 1)
-    uploader = app.file_uploader(key="image_file")
-    uploader.set_value(("digit.png", wav_bytes(0.1), "image/png")).run()
+    images = core.upload_key("image_file", "avdigits")
+    app.file_uploader(key=images).set_value(("empty.png", b"", "image/png")).run()
+    errors = texts(app, "error")
+    assert len(errors) == 1 and "'empty.png' is empty (0 bytes)" in errors[0], errors
+    app.file_uploader(key=images).set_value(
+        ("digit.png", wav_bytes(0.1), "image/png")
+    ).run()
     errors = texts(app, "error")
     assert len(errors) == 1 and re.search(r"'digit\.png' is not an image", errors[0])
     blank = np.full((40, 40), 255)
-    app.file_uploader(key="image_file").set_value(
+    app.file_uploader(key=images).set_value(
         ("white.png", png_bytes(blank), "image/png")
     ).run()
     errors = texts(app, "error")
     assert len(errors) == 1 and re.search(r"'white\.png' looks blank", errors[0])
     one = np.full((64, 48), 250)
     one[8:56, 20:28] = 10  # a dark vertical stroke on light paper
-    app.file_uploader(key="image_file").set_value(
+    app.file_uploader(key=images).set_value(
         ("one.png", png_bytes(one), "image/png")
     ).run()
     assert not app.exception, app.exception
     assert texts(app, "error") == []
     assert any("inverted" in c for c in texts(app, "caption"))
     prediction(app)
+    assert used(app).startswith(
+        "Inputs used: **image** (uploaded 'one.png'); **audio**"
+    )
+    # The corpus note is about the speech+text corpus only.
+    assert not any("speech+text corpus" in c for c in texts(app, "caption"))
+    # Back to speech-text: the digit upload is not carried over.
+    choose(app, "speech_text_mbaf")
+    assert "**audio** (bundled sample #0" in used(app)
 
 
 def test_model_paths_that_are_not_keras_models(app, tmp_path, models_root):
@@ -248,8 +291,7 @@ def test_shown_probabilities_equal_model_predict(app, models_root):
     # The page's numbers for a known input must be `model.predict`'s, on
     # the model loaded independently of the app (both rows: real, blanked).
     audio, text = wav_bytes(2.0), "I am so glad to see you"
-    app.file_uploader(key="audio_file").set_value(("clip.wav", audio, "audio/wav"))
-    app.checkbox(key="own_text").check().run()
+    uploader(app, "audio_file").set_value(("clip.wav", audio, "audio/wav"))
     app.text_input(key="text").input(text).run()
     app.radio(key="blank").set_value("text").run()
     assert not app.exception, app.exception
