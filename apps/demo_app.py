@@ -12,6 +12,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import demo_charts as charts  # noqa: E402
 import demo_core as core  # noqa: E402
 import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
@@ -63,18 +64,6 @@ def get_test_samples(task):
                 (label, {"image": image, "audio": audio}, f"{label} (voice {speaker})")
             )
     return samples
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def memory_png(path, mtime, _memory, spans, title="Memory M"):
-    """A memory heatmap: fixed at inference, so drawn once per model."""
-    return core.render_png(core.memory_figure(_memory, spans, title))
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def audio_png(waveform, model_seconds):
-    """Waveform + spectrogram: drawn once per clip (not again on toggles)."""
-    return core.render_png(core.audio_figure(waveform, model_seconds))
 
 
 # ---------------------------------------------------------------- sidebar
@@ -350,10 +339,11 @@ def decode_upload(data, name):
 # ---------------------------------------------------------------- results
 
 
-def show(fig):
-    # Rendered once, without bbox_inches="tight" (see core.render_png):
-    # st.pyplot would draw every figure twice at 200 dpi.
-    st.image(core.render_png(fig), width="stretch")
+def chart(pair):
+    """A Vega-Lite chart `(data, spec)` from `demo_charts`, drawn by the browser."""
+    data, spec = pair
+    spec.setdefault("autosize", charts.AUTOSIZE)
+    st.vega_lite_chart(data, spec, width="stretch")
 
 
 def results_section(loaded, twin, raw, sources, blank):
@@ -364,7 +354,7 @@ def results_section(loaded, twin, raw, sources, blank):
         st.stop()
     for note in analysis.notes:  # e.g. "audio 0: 5.20 s cropped to the model's 3.00 s"
         note = note.split(": ", 1)[-1]
-        st.warning(f"The clip is too long: {note}; the rest is ignored (grey below).")
+        st.warning(f"The clip is too long: {note}; the rest is ignored (not shown).")
     name, probability = analysis.predicted
     st.subheader("2. Prediction")
     suffix = f" with {blank} blanked" if blank else ""
@@ -390,27 +380,35 @@ def results_section(loaded, twin, raw, sources, blank):
     st.markdown(used)
     for warning in input_warnings:
         st.warning(warning)
-    figures = core.make_figures(analysis, include_memory=False, include_audio=False)
     left, right = st.columns(2)
     with left:
-        show(figures["probabilities"])
-        if "image" in figures:
-            # 100 dpi: the same on-screen font size as the wider figures.
-            st.image(core.render_png(figures["image"], dpi=100), width="content")
-            st.caption("The model's image input: black 0, white (ink) 1.")
+        chart(charts.probability_chart(analysis))
+        if analysis.image is not None:
+            chart(charts.image_chart(analysis.image))
     with right:
         if analysis.waveform is not None:
-            st.image(
-                audio_png(analysis.waveform, analysis.model_seconds), width="stretch"
+            wave, spectrogram = charts.audio_charts(
+                analysis.waveform, analysis.model_seconds
             )
+            chart(wave)
+            chart(spectrogram)
             st.audio(analysis.waveform, sample_rate=core.SAMPLE_RATE)
-    st.subheader("3. Inside the memory")
-    if analysis.report is None:
+    st.subheader("3. Inside the model")
+    if analysis.report is None and not analysis.attention:
         st.info(
-            f"{loaded.label} has no memory layer: nothing to inspect. Pick a model "
-            "with a memory (`_mbaf`, `_dual_memory`) to see read weights and memory."
+            f"{loaded.label} has no memory or attention layer: nothing to inspect. "
+            "Pick a model with a memory (MBAF, dual memory) or with cross-modal or "
+            "delta self-attention to see what it reads and attends to."
         )
         return analysis
+    if analysis.report is not None:
+        memory_section(analysis)
+    if analysis.attention:
+        attention_section(analysis)
+    return analysis
+
+
+def memory_section(analysis):
     views = analysis.memories
     if len(views) == 1:
         st.markdown(
@@ -438,7 +436,6 @@ def results_section(loaded, twin, raw, sources, blank):
         if warning:
             st.warning(f"{warning} This comes from the trained weights, not the page.")
     for j, view in enumerate(views):
-        suffix = "" if j == 0 else f"_{j}"
         if len(views) > 1:
             st.markdown(f"#### {view.title}")
         if view.temperature is not None:
@@ -448,24 +445,15 @@ def results_section(loaded, twin, raw, sources, blank):
             )
         left, right = st.columns(2)
         with left:
-            show(figures["read_weights" + suffix])
-            if j == 0 and "attention" in figures:
-                show(figures["attention"])
+            chart(charts.read_chart(analysis, view))
+            if j == 0 and "attention" in analysis.report:
+                chart(charts.attention_bar_chart(analysis))
         with right:
-            st.image(
-                memory_png(
-                    loaded.path,
-                    _mtime(loaded.path),
-                    view.memory,
-                    view.spans,
-                    view.title,
-                ),
-                width="stretch",
-            )
+            chart(charts.memory_chart(view))
             if view.projection is not None:
-                show(figures["pca" + suffix])
+                chart(charts.pca_chart(analysis, view))
                 st.caption(
-                    "PCA of the memory slots (rows of M). The star is the input's "
+                    "PCA of the memory slots (rows of M). The cross is the input's "
                     "read vector m = zM projected with the same PCA, which equals "
                     "the read-weighted mean of the projected slots."
                 )
@@ -473,9 +461,13 @@ def results_section(loaded, twin, raw, sources, blank):
                 st.caption(
                     f"No PCA of {view.title}: it has "
                     f"{view.health['distinct_slots']} distinct slot(s) of "
-                    f"{view.health['slots']}, nothing to project but noise."
+                    f"{view.health['slots']} (or a spread at rounding scale), "
+                    "nothing to project but noise."
                 )
-    return analysis
+
+
+def attention_section(analysis):
+    """Attention maps of the model's attention layers (step 4)."""
 
 
 def main():

@@ -717,6 +717,7 @@ class Analysis:
     waveform: object  # the whole clip, 1-D, or None
     model_seconds: float  # audio length the model takes
     image: object  # (8, 8) or None
+    attention: list = dataclasses.field(default_factory=list)  # AttentionMap
 
     @property
     def memory_collapsed(self):

@@ -198,7 +198,7 @@ def test_page_renders_prediction_and_plots(server, browser, tmp_path):
     time.sleep(1.0)  # let the last images paint
     page_text = browser.evaluate(text)
     assert "runs on jax" in page_text.replace("`", "")
-    assert "3. Inside the memory" in page_text
+    assert "3. Inside the model" in page_text
     assert f"Model {MODEL} (MBAF memory fusion)" in page_text
     shot = browser.call("Page.captureScreenshot", format="png")
     path = tmp_path / "app_screenshot.png"

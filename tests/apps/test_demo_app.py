@@ -5,6 +5,7 @@ shipped ones in `saved_models/`, or tiny ones trained for the test.
 """
 
 import io
+import json
 import re
 import sys
 import zlib
@@ -72,6 +73,13 @@ def pca_drawn(at, memories):
     return drawn
 
 
+def chart_titles(at):
+    """Titles of the page's Vega-Lite charts, in page order."""
+    return [
+        json.loads(e.proto.spec).get("title", "") for e in at.get("vega_lite_chart")
+    ]
+
+
 def uploader(at, name, task="speech-text"):
     return at.file_uploader(key=core.upload_key(name, task))
 
@@ -96,11 +104,14 @@ def test_default_page_shows_prediction_twin_memory_and_backend(app):
     assert [s for s in texts(app, "subheader")] == [
         "1. Inputs",
         "2. Prediction",
-        "3. Inside the memory",
+        "3. Inside the model",
     ]
-    # probabilities, audio, read weights, attention, memory heatmap, and
-    # the PCA only when the memory has something to project.
-    assert len(app.get("image")) == 5 + pca_drawn(app, 1)
+    # probabilities, waveform, spectrogram, read weights, attention, memory
+    # heatmap, and the PCA only when the memory has something to project.
+    titles = chart_titles(app)
+    assert len(titles) == 6 + pca_drawn(app, 1), titles
+    assert titles[0] == "Class probabilities" and titles[1].startswith("Waveform, ")
+    assert titles[2] == "Spectrogram (25 ms windows, 10 ms hop)"
     backend = keras.config.backend()
     assert any(f"runs on **`{backend}`**" in m for m in texts(app, "markdown"))
     assert app.selectbox(key="backend").value == backend
@@ -114,6 +125,10 @@ def test_uploaded_long_wav_and_typed_text(app, models_root):
     app.text_input(key="text").input("I am so glad to see you").run()
     assert not app.exception, app.exception
     assert texts(app, "error") == []
+    assert (
+        f"Waveform: the first {takes:.2f} s of {seconds:.2f} s (the model takes no "
+        "more)" in chart_titles(app)
+    )
     warnings = texts(app, "warning")
     expected = f"{seconds:.2f} s cropped to the model's {takes:.2f} s"
     assert any(expected in w for w in warnings), warnings
@@ -192,7 +207,7 @@ def test_image_uploads(app):
     choose(app, "avdigits_mbaf")
     assert app.selectbox(key="model").value == "avdigits_mbaf"
     # probabilities, image, audio, read weights, attention, memory, PCA
-    assert len(app.get("image")) == 6 + pca_drawn(app, 1)
+    assert len(chart_titles(app)) == 7 + pca_drawn(app, 1)
     images = core.upload_key("image_file", "avdigits")
     app.file_uploader(key=images).set_value(("empty.png", b"", "image/png")).run()
     errors = texts(app, "error")
@@ -249,7 +264,7 @@ def test_model_paths_that_are_not_keras_models(app, tmp_path, models_root):
     good = models_root / "speech_text_concat" / "model.keras"
     app.text_input(key="model_path").input(str(good)).run()
     assert texts(app, "error") == []
-    assert any("has no memory layer" in i for i in texts(app, "info"))
+    assert any("has no memory or attention layer" in i for i in texts(app, "info"))
     assert any("twin speech_text_mbaf" in m for m in texts(app, "markdown"))
 
 
@@ -399,7 +414,9 @@ def test_dual_memory_model_shows_both_memories(dual_app):
     assert not any("slots identical" in w for w in texts(dual_app, "warning"))
     # probabilities, audio, and per memory: read weights, heatmap, PCA.
     assert pca_drawn(dual_app, 2) == 2
-    assert len(dual_app.get("image")) == 2 + 2 * 3
+    titles = chart_titles(dual_app)
+    assert len(titles) == 3 + 2 * 3, titles
+    assert any(t.startswith("Audio memory M_a: read weights z") for t in titles)
     assert any("twin speech_text_concat" in m for m in markdown)
 
 
