@@ -467,7 +467,19 @@ def memory_section(analysis):
 
 
 def attention_section(analysis):
-    """Attention maps of the model's attention layers (step 4)."""
+    """Attention maps of the model's attention layers, for this input."""
+    st.markdown(
+        "**Attention** of each attention layer for this input, averaged over "
+        "heads; each row (query step) sums to 1 over the key steps. "
+        "Cross-modal attention (MulT, Eq. 1-3): one modality's steps (e.g. the "
+        "words) attend to the other's (e.g. audio frames). Delta self-attention "
+        "(hierarchical delta-attention, Eq. 9-12): a sequence attends to its own "
+        "later steps within a window. Words in brackets are unknown to the model."
+    )
+    left, right = st.columns(2)
+    for i, view in enumerate(analysis.attention):
+        with left if i % 2 == 0 else right:
+            chart(charts.attention_map_chart(view))
 
 
 def main():

@@ -16,6 +16,12 @@ HEIGHT = 190
 # come on top (Streamlit's default "fit" would squeeze the plot to nothing
 # under a legend).
 AUTOSIZE = {"type": "fit-x", "contains": "padding"}
+# Heatmaps have thousands of rects: draw them on a canvas, without ARIA
+# labels per mark (an SVG node per rect is what makes a page slow).
+CANVAS = {
+    "usermeta": {"embedOptions": {"renderer": "canvas"}},
+    "config": {"aria": False},
+}
 
 
 def _spec(title, mark, encoding, height=HEIGHT, **extra):
@@ -194,6 +200,7 @@ def heatmap(matrix, title, x_title, y_title, scheme="viridis", diverging=False,
         {"type": "rect", "tooltip": True},
         {"x": x, "y": y, "color": color},
         height=height,
+        **CANVAS,
     )
     return data, spec
 
@@ -334,6 +341,7 @@ def audio_charts(waveform, model_seconds):
     dt = float(tt[1] - tt[0]) if len(tt) > 1 else 0.01
     df = float(ff[1] - ff[0]) if len(ff) > 1 else 100.0
     spectro_spec = {
+        **CANVAS,
         "title": "Spectrogram (25 ms windows, 10 ms hop)",
         "height": 170,
         "transform": [
@@ -374,3 +382,23 @@ def image_chart(image):
                                           "domain": [0, 1]}  # fmt: skip
     spec["width"] = 200
     return data, spec
+
+
+def attention_map_chart(view):
+    """An attention map, head-averaged: query steps (rows) x key steps."""
+    what = (
+        f"{view.query_axis}s attend to {view.key_axis}s"
+        if view.kind == "cross-modal"
+        else f"delta self-attention over {view.key_axis}s"
+    )
+    heads = view.weights.shape[0]
+    return heatmap(
+        view.mean,
+        f"{view.name}: {what} (mean of {heads} heads)",
+        f"key: {view.key_axis}",
+        f"query: {view.query_axis}",
+        scheme="blues",
+        x_labels=view.key_labels,
+        y_labels=view.query_labels,
+        height=max(HEIGHT, min(420, 14 * len(view.query_labels))),
+    )

@@ -155,6 +155,8 @@ class LoadedModel:
     memory_layer: object
     input_names: list
     feature_spans: list
+    attention_cache: dict = dataclasses.field(default_factory=dict)
+    has_attention: bool = False
 
     @property
     def name(self):
@@ -213,7 +215,11 @@ def load_model(path):
             start += width
     else:
         predictor = model
-    return LoadedModel(path, card, model, predictor, memory_layer, input_names, spans)
+    from mmfusion_keras.attention_maps import find_attention_layers
+
+    loaded = LoadedModel(path, card, model, predictor, memory_layer, input_names, spans)
+    loaded.has_attention = bool(find_attention_layers(model))
+    return loaded
 
 
 def find_twin(path, card, root=None):
@@ -741,6 +747,9 @@ def analyze(loaded, twin, raw, blank=None):
     if report is not None:
         views = memory_views(loaded.memory_layer, report, loaded.feature_spans)
     audio_spec = loaded.card["preprocessing"]["inputs"].get("audio")
+    attention = []
+    if loaded.has_attention:
+        attention = attention_views(loaded, inputs, raw)
     waveform = raw.get("audio")
     return Analysis(
         class_names=list(loaded.card["classes"]),
@@ -756,7 +765,97 @@ def analyze(loaded, twin, raw, blank=None):
         waveform=None if waveform is None else np.asarray(waveform, "float32"),
         model_seconds=audio_spec["samples"] / SAMPLE_RATE if audio_spec else 0.0,
         image=None if raw.get("image") is None else np.asarray(raw["image"]),
+        attention=attention,
     )
+
+
+@dataclasses.dataclass
+class AttentionMap:
+    """One attention layer's weights for the request's first row.
+
+    Attributes:
+        name: the layer's name (`"<block>/<attention>"` inside a block).
+        kind: `"cross-modal"` (`CrossModalAttention`) or `"delta"`
+            (`DeltaSelfAttention`).
+        weights: `(heads, T_query, T_key)`, rows sum to 1 over the keys.
+        query_axis / key_axis: what the steps are (e.g. "word", "audio
+            frame"), for the chart's axis titles.
+        query_labels / key_labels: one label per step (the words, or the
+            frame's start time in seconds).
+    """
+
+    name: str
+    kind: str
+    weights: np.ndarray
+    query_axis: str
+    key_axis: str
+    query_labels: list
+    key_labels: list
+
+    @property
+    def mean(self):
+        """The weights averaged over heads, `(T_query, T_key)`."""
+        return self.weights.mean(axis=0)
+
+
+def _step_labels(steps, card, raw, inputs):
+    """`(axis title, labels, steps to keep)` of a sequence of `steps` steps.
+
+    A sequence as long as the tokens input is the sentence: labelled by its
+    words (padding dropped). Any other length is taken as audio frames
+    spread over the model's clip length: labelled by start time.
+    """
+    specs = card["preprocessing"]["inputs"]
+    text = specs.get("text")
+    if text is not None and text.get("kind") == "tokens" and steps == text["length"]:
+        from mmfusion_keras.datasets.text import WordTokenizer
+
+        words = WordTokenizer(vocabulary=text["vocabulary"]).tokenize(raw["text"])
+        ids = np.asarray(inputs["text"])[0]
+        real = int(np.sum(ids != 0)) or 1
+        words = (words + ["[UNK]"] * steps)[:real]
+        known = set(text["vocabulary"])
+        labels = [
+            f"{i} {w}" if w in known else f"{i} ({w})" for i, w in enumerate(words)
+        ]
+        return "word", labels, real
+    audio = specs.get("audio")
+    if audio is not None:
+        step = audio["samples"] / SAMPLE_RATE / steps
+        return "audio frame (s)", [f"{i * step:.2f}" for i in range(steps)], steps
+    return "step", [str(i) for i in range(steps)], steps
+
+
+def attention_views(loaded, inputs, raw):
+    """`AttentionMap`s of every attention layer of the model (first row)."""
+    from mmfusion_keras.attention_maps import attention_maps
+    from mmfusion_keras.attention_maps import find_attention_layers
+
+    arrays = [np.asarray(inputs[name]) for name in loaded.input_names]
+    if len(arrays[0]) < BATCH:
+        arrays = [np.concatenate([a, a[-1:]]) for a in arrays]
+    maps = attention_maps(loaded.model, arrays, loaded.attention_cache)
+    kinds = {
+        name: "delta" if type(layer).__name__ == "DeltaSelfAttention" else "cross-modal"
+        for name, layer, _ in find_attention_layers(loaded.model)
+    }
+    views = []
+    for name, weights in maps.items():
+        w = np.asarray(weights[0], "float64")  # (heads, T_q, T_k)
+        q_axis, q_labels, q_keep = _step_labels(w.shape[1], loaded.card, raw, inputs)
+        k_axis, k_labels, k_keep = _step_labels(w.shape[2], loaded.card, raw, inputs)
+        views.append(
+            AttentionMap(
+                name=name,
+                kind=kinds[name],
+                weights=w[:, :q_keep, :k_keep],
+                query_axis=q_axis,
+                key_axis=k_axis,
+                query_labels=q_labels,
+                key_labels=k_labels,
+            )
+        )
+    return views
 
 
 # ---------------------------------------------------------------- figures

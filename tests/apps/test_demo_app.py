@@ -376,14 +376,62 @@ def _dual_memory_model(folder, models_root, collapse):
     (folder / "model_card.json").write_text(json.dumps(card))
 
 
+def _sequence_model(folder, models_root):
+    """A tiny untrained speech-text sequence model with its card.
+
+    Words (embedding, padding masked) attend to audio frames (log-mel
+    frames, 0.1 s apart) with `CrossModalAttention`; the frames go through
+    `DeltaSelfAttention`. Its card says `fusion: "sequence_attention"`: the
+    app must find the views from the layers, not from a name.
+    """
+    import json
+
+    from mmfusion_keras.layers import CrossModalAttention
+    from mmfusion_keras.layers import DeltaSelfAttention
+
+    card = json.loads(
+        (models_root / "speech_text_concat" / "model_card.json").read_text()
+    )
+    spec = card["preprocessing"]["inputs"]
+    samples, length = spec["audio"]["samples"], spec["text"]["length"]
+    audio = keras.Input((samples,), name="audio")
+    text = keras.Input((length,), dtype="int32", name="text")
+    mel = keras.layers.MelSpectrogram(
+        fft_length=512, sequence_length=400, sequence_stride=1600,
+        num_mel_bins=16, sampling_rate=16000,
+    )(audio)  # fmt: skip
+    frames = keras.layers.Dense(8)(keras.layers.Permute((2, 1))(mel) / 100.0)
+    words = keras.layers.Embedding(
+        len(spec["text"]["vocabulary"]) + 2, 8, mask_zero=True
+    )(text)
+    attended = CrossModalAttention(num_heads=2, name="words_to_audio")([words, frames])
+    delta = DeltaSelfAttention(
+        num_heads=2, filters=4, kernel_size=3, delta_window=5, name="audio_delta"
+    )(frames)
+    pooled = keras.layers.Concatenate()(
+        [
+            keras.layers.GlobalAveragePooling1D()(attended),
+            keras.layers.GlobalAveragePooling1D()(delta),
+        ]
+    )
+    out = keras.layers.Dense(len(card["classes"]), activation="softmax")(pooled)
+    model = keras.Model([audio, text], out)
+    folder.mkdir()
+    model.save(folder / "model.keras")
+    card = {**card, "fusion": "sequence_attention", "test_metrics": None}
+    (folder / "model_card.json").write_text(json.dumps(card))
+
+
 @pytest.fixture(scope="module")
 def dual_root(models_root, tmp_path_factory):
-    """The test models plus two dual memory models: healthy, partly collapsed."""
+    """The test models plus two dual memory models (healthy, partly
+    collapsed) and a sequence model with attention layers."""
     root = tmp_path_factory.mktemp("dual_models")
     for name in ("speech_text_concat", "speech_text_mbaf"):
         (root / name).symlink_to(models_root / name, target_is_directory=True)
     _dual_memory_model(root / "speech_text_dual_memory", models_root, (0, 0))
     _dual_memory_model(root / "speech_text_dual_collapsed", models_root, (9, 5))
+    _sequence_model(root / "speech_text_attention", models_root)
     return root
 
 
@@ -436,6 +484,45 @@ def test_partial_collapse_is_warned_and_not_projected(dual_app):
     ), captions
     # The text memory keeps 5 distinct slots: its PCA is drawn.
     assert pca_drawn(dual_app, 2) == 1
+
+
+def test_sequence_model_shows_word_by_frame_and_delta_attention(dual_app):
+    choose(dual_app, "speech_text_attention")
+    assert texts(dual_app, "error") == []
+    dual_app.text_input(key="text").input("I am so glad xyzzy").run()
+    assert not dual_app.exception, dual_app.exception
+    prediction(dual_app)
+    assert not any("has no memory" in i for i in texts(dual_app, "info"))
+    assert not any(
+        m.startswith("**Memory health**") for m in texts(dual_app, "markdown")
+    )
+    specs = {
+        json.loads(e.proto.spec).get("title", ""): e
+        for e in dual_app.get("vega_lite_chart")
+    }
+    cross = "words_to_audio: words attend to audio frame (s)s (mean of 2 heads)"
+    delta = "audio_delta: delta self-attention over audio frame (s)s (mean of 2 heads)"
+    assert cross in specs and delta in specs, list(specs)
+
+
+def test_attention_views_are_the_layers_weights(dual_root):
+    from mmfusion_keras.attention_maps import attention_maps
+
+    loaded = core.load_model(dual_root / "speech_text_attention" / "model.keras")
+    raw = {"audio": np.full(8000, 0.1, "float32"), "text": "i am so glad xyzzy"}
+    analysis = core.analyze(loaded, None, raw)
+    cross, delta = analysis.attention
+    # 5 words (the unknown one in brackets) x about 30 frames 0.1 s apart.
+    assert cross.query_labels == ["0 i", "1 am", "2 so", "3 glad", "4 (xyzzy)"]
+    frames = delta.weights.shape[-1]
+    assert cross.weights.shape == (2, 5, frames) and cross.key_labels[1] == "0.10"
+    assert delta.weights.shape == (2, frames, frames) and delta.kind == "delta"
+    inputs, _ = core.make_inputs(loaded.card, raw)
+    maps = attention_maps(loaded.model, [inputs[n] for n in loaded.input_names])
+    np.testing.assert_allclose(
+        cross.weights, maps["words_to_audio"][0, :, :5], atol=1e-6
+    )
+    np.testing.assert_allclose(cross.weights.sum(-1), 1.0, atol=1e-5)
 
 
 def test_two_test_samples_read_differently(dual_root):
