@@ -11,6 +11,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# In a checkout, use the library next to this app (not another installed copy).
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isdir(os.path.join(_REPO, "mmfusion_keras")):
+    sys.path.insert(1, _REPO)
 
 import demo_charts as charts  # noqa: E402
 import demo_core as core  # noqa: E402
@@ -24,7 +28,7 @@ NO_BLANK = "nothing"
 # ---------------------------------------------------------------- caches
 
 
-@st.cache_resource(show_spinner="Loading the model...")
+@st.cache_resource(show_spinner="Loading the model (once per server; then cached)...")
 def get_model(path, mtime):
     """A `core.LoadedModel`, once per file version and server process."""
     del mtime  # part of the cache key only: a rewritten file is reloaded
@@ -486,8 +490,14 @@ def main():
     start = time.perf_counter()
     st.set_page_config(page_title="mmfusion-keras demo", layout="wide")
     st.title("mmfusion-keras: memory-based attentive fusion, live")
-    backend = backend_section()
-    loaded, twin = model_section()
+    # The first run of a server process imports Keras and its backend and
+    # loads the model (10-30 s); later runs take them from the caches.
+    with st.spinner(
+        "Starting: importing Keras and loading the model (first page load only, "
+        "10-30 s; later requests reuse them)..."
+    ):
+        backend = backend_section()
+        loaded, twin = model_section()
     note = f"Model **{loaded.label}** on Keras backend **{backend}**."
     if loaded.card["task"] == "speech-text":
         note += (
