@@ -489,7 +489,7 @@ def attention_section(analysis):
 def main():
     start = time.perf_counter()
     st.set_page_config(page_title="mmfusion-keras demo", layout="wide")
-    st.title("mmfusion-keras: memory-based attentive fusion, live")
+    st.title("mmfusion-keras: multimodal fusion, live")
     # The first run of a server process imports Keras and its backend and
     # loads the model (10-30 s); later runs take them from the caches.
     with st.spinner(

@@ -801,9 +801,10 @@ class AttentionMap:
 def _step_labels(steps, card, raw, inputs):
     """`(axis title, labels, steps to keep)` of a sequence of `steps` steps.
 
-    A sequence as long as the tokens input is the sentence: labelled by its
-    words (padding dropped). Any other length is taken as audio frames
-    spread over the model's clip length: labelled by start time.
+    A sequence as long as a `tokens` text input is the sentence: labelled
+    by its words (padding dropped); as long as another kind of text input:
+    its token positions. Any other length is taken as audio frames spread
+    over the model's clip length: labelled by start time.
     """
     specs = card["preprocessing"]["inputs"]
     text = specs.get("text")
@@ -819,6 +820,9 @@ def _step_labels(steps, card, raw, inputs):
             f"{i} {w}" if w in known else f"{i} ({w})" for i, w in enumerate(words)
         ]
         return "word", labels, real
+    if text is not None and steps == text.get("length"):
+        # Another text kind (e.g. a pretrained encoder's sub-word tokens).
+        return "text token", [str(i) for i in range(steps)], steps
     audio = specs.get("audio")
     if audio is not None:
         step = audio["samples"] / SAMPLE_RATE / steps
