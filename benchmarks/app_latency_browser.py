@@ -122,7 +122,11 @@ def main(argv=None):
         sys.exit("Chromium is not installed (Debian: apt-get install chromium).")
     with tempfile.TemporaryDirectory(prefix="mmfusion-latency-") as folder:
         for backend in args.backends:
-            print(json.dumps(run_backend(backend, args, folder)), flush=True)
+            try:
+                result = run_backend(backend, args, folder)
+            except AssertionError as e:  # a timeout: report it, go on
+                result = {"backend": backend, "failed": str(e)}
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
