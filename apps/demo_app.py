@@ -111,8 +111,7 @@ def backend_section():
                 f"Restarting under `{target}`. The page loses its server for "
                 "10-30 s: Streamlit shows a **Connection error** box meanwhile. "
                 "Do not reload; the box closes by itself when the new server is "
-                "up. Uploaded files are cleared (upload them again); the typed "
-                "sentence and the other choices stay."
+                "up. Uploaded files are cleared: upload them again."
             )
             time.sleep(1.0)  # let the message reach the browser
             env = dict(os.environ, KERAS_BACKEND=target)
