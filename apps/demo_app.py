@@ -11,7 +11,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# In a checkout, use the library next to this app (not another installed copy).
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isdir(os.path.join(_REPO, "mmfusion_keras")):
+    sys.path.insert(1, _REPO)
 
+import demo_charts as charts  # noqa: E402
 import demo_core as core  # noqa: E402
 import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
@@ -23,7 +28,7 @@ NO_BLANK = "nothing"
 # ---------------------------------------------------------------- caches
 
 
-@st.cache_resource(show_spinner="Loading the model...")
+@st.cache_resource(show_spinner="Loading the model (once per server; then cached)...")
 def get_model(path, mtime):
     """A `core.LoadedModel`, once per file version and server process."""
     del mtime  # part of the cache key only: a rewritten file is reloaded
@@ -65,18 +70,6 @@ def get_test_samples(task):
     return samples
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def memory_png(path, mtime, _memory, spans, title="Memory M"):
-    """A memory heatmap: fixed at inference, so drawn once per model."""
-    return core.render_png(core.memory_figure(_memory, spans, title))
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def audio_png(waveform, model_seconds):
-    """Waveform + spectrogram: drawn once per clip (not again on toggles)."""
-    return core.render_png(core.audio_figure(waveform, model_seconds))
-
-
 # ---------------------------------------------------------------- sidebar
 
 
@@ -114,8 +107,13 @@ def backend_section():
                 f"itself. Start it with `mmfusion demo --backend {target}`."
             )
         else:
-            st.sidebar.info(f"Restarting under `{target}`: the page reconnects soon.")
-            time.sleep(0.5)  # let the message reach the browser
+            st.sidebar.info(
+                f"Restarting under `{target}`. The page loses its server for "
+                "10-30 s: Streamlit shows a **Connection error** box meanwhile. "
+                "Do not reload; the box closes by itself when the new server is "
+                "up. Uploaded files are cleared: upload them again."
+            )
+            time.sleep(1.0)  # let the message reach the browser
             env = dict(os.environ, KERAS_BACKEND=target)
             command = [sys.executable, *_streamlit_run_command()]
             # Close the server's sockets (some are inheritable), so the new
@@ -124,9 +122,10 @@ def backend_section():
             os.execve(sys.executable, command, env)
     st.sidebar.caption(
         "Keras fixes its backend when it is first imported, so switching restarts "
-        "the server process (`os.execve` with `KERAS_BACKEND` set); the page "
-        "reconnects by itself after the restart (10-30 s) and the inputs are "
-        f"reset. From a shell: `mmfusion demo --backend {target}`."
+        "the server process (`os.execve` with `KERAS_BACKEND` set): Streamlit "
+        'shows a "Connection error" box for 10-30 s, then the page reconnects '
+        "by itself, with the uploads cleared. From a shell: "
+        f"`mmfusion demo --backend {target}`."
     )
     return backend
 
@@ -202,85 +201,102 @@ def _mtime(path):
 
 
 def inputs_section(loaded):
-    """Widgets for the inputs; returns `(raw inputs, blank modality or None)`."""
-    specs = loaded.card["preprocessing"]["inputs"]
+    """Widgets for the inputs; returns `(raw inputs, sources, blank or None)`.
+
+    Every widget is drawn before any input stops the page: a bad upload
+    shows its error under its own widget, the other widgets keep their
+    values, and no prediction is shown until it is fixed or removed.
+    """
+    card = loaded.card
+    specs = card["preprocessing"]["inputs"]
+    task = card["task"]
     kinds = {spec["kind"] for spec in specs.values()}
-    if not kinds <= {"waveform", "tokens", "image"}:
+    if not set(specs) <= {"audio", "text", "image"} or "vector" in kinds:
         st.error(
             f"This demo shows audio, text and image models; task "
-            f"{loaded.card['task']!r} has inputs {sorted(specs)}."
+            f"{task!r} has inputs {sorted(specs)}."
         )
         st.stop()
-    samples = get_test_samples(loaded.card["task"])
+    samples = get_test_samples(task)
     st.subheader("1. Inputs")
     left, right = st.columns(2)
+    raw, sources, errors = {}, {}, {}
     with left:
         if samples:
             index = st.selectbox(
-                "Bundled test sample (the true class comes first)",
+                "Bundled test sample (listed as true class: content)",
                 range(len(samples)),
                 format_func=lambda i: f"#{i} {samples[i][2]}",
-                key="sample",
+                key=f"sample:{task}",
             )
             raw = dict(samples[index][1])
-        else:
-            raw = {}
+            sources = {name: f"bundled sample #{index}" for name in raw}
         st.caption(
             "Pick a test sample, then optionally replace any modality with your own "
-            "input below."
+            "input on the right. The line under the prediction says which inputs "
+            "were used."
         )
     with right:
         if "audio" in specs:
             upload = st.file_uploader(
                 "Replace the audio: a clip in WAV, FLAC, OGG or MP3",
                 type=["wav", "flac", "ogg", "mp3", "m4a", "aac"],
-                key="audio_file",
+                key=core.upload_key("audio_file", task),
             )
             if upload is not None:
                 try:
-                    raw["audio"], info = core.decode_audio(
-                        upload.getvalue(), upload.name
+                    raw["audio"], info = decode_upload(upload.getvalue(), upload.name)
+                    sources["audio"] = f"uploaded {upload.name!r}"
+                    st.caption(
+                        f"{upload.name}: {info.source_format}, "
+                        f"{info.source_sample_rate} Hz, {info.source_channels} "
+                        f"channel(s), {info.duration_seconds:.2f} s; mixed to mono "
+                        "and resampled to 16 kHz."
                     )
                 except ValueError as e:
+                    errors["audio"] = str(e)
                     st.error(f"Cannot use this audio file. {e}")
-                    st.stop()
-                st.caption(
-                    f"{upload.name}: {info.source_format}, {info.source_sample_rate} Hz, "
-                    f"{info.source_channels} channel(s), {info.duration_seconds:.2f} s; "
-                    "mixed to mono and resampled to 16 kHz."
-                )
         if "text" in specs:
-            if st.checkbox("Replace the text: type my own sentence", key="own_text"):
-                text = st.text_input(
-                    "Text (what is said)",
-                    placeholder="I am so happy today!",
-                    key="text",
-                )
-                text_file = st.file_uploader(
-                    "...or upload a .txt file", type=["txt"], key="text_file"
-                )
-                if text_file is not None:
-                    try:
-                        text = core.read_text_file(text_file.getvalue(), text_file.name)
-                    except ValueError as e:
-                        st.error(str(e))
-                        st.stop()
-                raw["text"] = text
+            text = st.text_input(
+                "Replace the text: type your own sentence (empty: the sample's)",
+                placeholder="I am so happy today!",
+                key="text",
+            )
+            if text.strip():
+                raw["text"], sources["text"] = text, "typed"
+            text_file = st.file_uploader(
+                "...or upload a .txt file (replaces the typed sentence)",
+                type=["txt"],
+                key=core.upload_key("text_file", task),
+            )
+            if text_file is not None:
+                try:
+                    text = core.read_text_file(text_file.getvalue(), text_file.name)
+                    if not text:
+                        raise ValueError(
+                            f"{text_file.name!r} holds no text. Expected one sentence."
+                        )
+                    raw["text"] = text
+                    sources["text"] = f"uploaded {text_file.name!r}"
+                except ValueError as e:
+                    errors["text"] = str(e)
+                    st.error(str(e))
         if "image" in specs:
             upload = st.file_uploader(
                 "Replace the image: a photo or scan of one digit (PNG or JPEG)",
                 type=["png", "jpg", "jpeg"],
-                key="image_file",
+                key=core.upload_key("image_file", task),
             )
             if upload is not None:
                 try:
                     raw["image"], image_notes = core.image_to_digit(
                         upload.getvalue(), upload.name
                     )
+                    sources["image"] = f"uploaded {upload.name!r}"
+                    st.caption(f"{upload.name}: " + "; ".join(image_notes) + ".")
                 except ValueError as e:
+                    errors["image"] = str(e)
                     st.error(f"Cannot use this image. {e}")
-                    st.stop()
-                st.caption(f"{upload.name}: " + "; ".join(image_notes) + ".")
             with st.expander("How an uploaded image becomes the model's 8x8 input"):
                 st.markdown(
                     "The model was trained on scikit-learn's 8x8 digits: bright ink "
@@ -291,10 +307,6 @@ def inputs_section(loaded):
                     "(dark ink on paper) and stretches it to [0, 1]. Use a large, "
                     "centred digit with thick strokes."
                 )
-    missing = [name for name in specs if name not in raw]
-    if missing:
-        st.info(f"Provide the {', '.join(missing)} input to see a prediction.")
-        st.stop()
     options = [NO_BLANK, *specs]
     blank = st.radio(
         "Blank one modality, to see what the other one contributes",
@@ -308,19 +320,36 @@ def inputs_section(loaded):
         + "; ".join(f"**{m}** by {core.BLANK_DESCRIPTIONS[m]}" for m in specs)
         + ". The plots then compare the real input with the blanked one."
     )
-    return raw, blank
+    if errors:
+        st.info(
+            f"Fix or remove the {' and '.join(errors)} upload above to see a "
+            "prediction; the other inputs keep their values."
+        )
+        st.stop()
+    missing = [name for name in specs if name not in raw]
+    if missing:
+        st.info(f"Provide the {', '.join(missing)} input to see a prediction.")
+        st.stop()
+    return raw, sources, blank
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def decode_upload(data, name):
+    """`core.decode_audio`, once per uploaded file (not on every rerun)."""
+    return core.decode_audio(data, name)
 
 
 # ---------------------------------------------------------------- results
 
 
-def show(fig):
-    # Rendered once, without bbox_inches="tight" (see core.render_png):
-    # st.pyplot would draw every figure twice at 200 dpi.
-    st.image(core.render_png(fig), width="stretch")
+def chart(pair):
+    """A Vega-Lite chart `(data, spec)` from `demo_charts`, drawn by the browser."""
+    data, spec = pair
+    spec.setdefault("autosize", charts.AUTOSIZE)
+    st.vega_lite_chart(data, spec, width="stretch")
 
 
-def results_section(loaded, twin, raw, blank):
+def results_section(loaded, twin, raw, sources, blank):
     try:
         analysis = core.analyze(loaded, twin, raw, blank)
     except ValueError as e:
@@ -328,7 +357,7 @@ def results_section(loaded, twin, raw, blank):
         st.stop()
     for note in analysis.notes:  # e.g. "audio 0: 5.20 s cropped to the model's 3.00 s"
         note = note.split(": ", 1)[-1]
-        st.warning(f"The clip is too long: {note}; the rest is ignored (grey below).")
+        st.warning(f"The clip is too long: {note}; the rest is ignored (not shown).")
     name, probability = analysis.predicted
     st.subheader("2. Prediction")
     suffix = f" with {blank} blanked" if blank else ""
@@ -350,27 +379,39 @@ def results_section(loaded, twin, raw, blank):
     else:
         parts.append("no twin model found to compare with")
     st.markdown("Same input, " + "; ".join(parts) + ".")
-    figures = core.make_figures(analysis, include_memory=False, include_audio=False)
+    used, input_warnings = core.inputs_used(loaded.card, raw, sources)
+    st.markdown(used)
+    for warning in input_warnings:
+        st.warning(warning)
     left, right = st.columns(2)
     with left:
-        show(figures["probabilities"])
-        if "image" in figures:
-            # 100 dpi: the same on-screen font size as the wider figures.
-            st.image(core.render_png(figures["image"], dpi=100), width="content")
-            st.caption("The model's image input: black 0, white (ink) 1.")
+        chart(charts.probability_chart(analysis))
+        if analysis.image is not None:
+            chart(charts.image_chart(analysis.image))
     with right:
         if analysis.waveform is not None:
-            st.image(
-                audio_png(analysis.waveform, analysis.model_seconds), width="stretch"
+            wave, spectrogram = charts.audio_charts(
+                analysis.waveform, analysis.model_seconds
             )
+            chart(wave)
+            chart(spectrogram)
             st.audio(analysis.waveform, sample_rate=core.SAMPLE_RATE)
-    st.subheader("3. Inside the memory")
-    if analysis.report is None:
+    st.subheader("3. Inside the model")
+    if analysis.report is None and not analysis.attention:
         st.info(
-            f"{loaded.label} has no memory layer: nothing to inspect. Pick a model "
-            "with a memory (`_mbaf`, `_dual_memory`) to see read weights and memory."
+            f"{loaded.label} has no memory or attention layer: nothing to inspect. "
+            "Pick a model with a memory (MBAF, dual memory) or with cross-modal or "
+            "delta self-attention to see what it reads and attends to."
         )
         return analysis
+    if analysis.report is not None:
+        memory_section(analysis)
+    if analysis.attention:
+        attention_section(analysis)
+    return analysis
+
+
+def memory_section(analysis):
     views = analysis.memories
     if len(views) == 1:
         st.markdown(
@@ -398,7 +439,6 @@ def results_section(loaded, twin, raw, blank):
         if warning:
             st.warning(f"{warning} This comes from the trained weights, not the page.")
     for j, view in enumerate(views):
-        suffix = "" if j == 0 else f"_{j}"
         if len(views) > 1:
             st.markdown(f"#### {view.title}")
         if view.temperature is not None:
@@ -408,24 +448,15 @@ def results_section(loaded, twin, raw, blank):
             )
         left, right = st.columns(2)
         with left:
-            show(figures["read_weights" + suffix])
-            if j == 0 and "attention" in figures:
-                show(figures["attention"])
+            chart(charts.read_chart(analysis, view))
+            if j == 0 and "attention" in analysis.report:
+                chart(charts.attention_bar_chart(analysis))
         with right:
-            st.image(
-                memory_png(
-                    loaded.path,
-                    _mtime(loaded.path),
-                    view.memory,
-                    view.spans,
-                    view.title,
-                ),
-                width="stretch",
-            )
+            chart(charts.memory_chart(view))
             if view.projection is not None:
-                show(figures["pca" + suffix])
+                chart(charts.pca_chart(analysis, view))
                 st.caption(
-                    "PCA of the memory slots (rows of M). The star is the input's "
+                    "PCA of the memory slots (rows of M). The cross is the input's "
                     "read vector m = zM projected with the same PCA, which equals "
                     "the read-weighted mean of the projected slots."
                 )
@@ -433,24 +464,49 @@ def results_section(loaded, twin, raw, blank):
                 st.caption(
                     f"No PCA of {view.title}: it has "
                     f"{view.health['distinct_slots']} distinct slot(s) of "
-                    f"{view.health['slots']}, nothing to project but noise."
+                    f"{view.health['slots']} (or a spread at rounding scale), "
+                    "nothing to project but noise."
                 )
-    return analysis
+
+
+def attention_section(analysis):
+    """Attention maps of the model's attention layers, for this input."""
+    st.markdown(
+        "**Attention** of each attention layer for this input, averaged over "
+        "heads; each row (query step) sums to 1 over the key steps. "
+        "Cross-modal attention (MulT, Eq. 1-3): one modality's steps (e.g. the "
+        "words) attend to the other's (e.g. audio frames). Delta self-attention "
+        "(hierarchical delta-attention, Eq. 9-12): a sequence attends to its own "
+        "later steps within a window. Words in brackets are unknown to the model."
+    )
+    left, right = st.columns(2)
+    for i, view in enumerate(analysis.attention):
+        with left if i % 2 == 0 else right:
+            chart(charts.attention_map_chart(view))
 
 
 def main():
     start = time.perf_counter()
     st.set_page_config(page_title="mmfusion-keras demo", layout="wide")
-    st.title("mmfusion-keras: memory-based attentive fusion, live")
-    backend = backend_section()
-    loaded, twin = model_section()
-    st.caption(
-        f"Model **{loaded.label}** on Keras backend **{backend}**. The bundled "
-        "speech+text corpus is synthetic (eSpeak NG voices with scripted "
-        "prosody): it demonstrates the fusion code, not emotion recognition."
-    )
-    raw, blank = inputs_section(loaded)
-    results_section(loaded, twin, raw, blank)
+    st.title("mmfusion-keras: multimodal fusion, live")
+    # The first run of a server process imports Keras and its backend and
+    # loads the model (10-30 s); later runs take them from the caches.
+    with st.spinner(
+        "Starting: importing Keras and loading the model (first page load only, "
+        "10-30 s; later requests reuse them)..."
+    ):
+        backend = backend_section()
+        loaded, twin = model_section()
+    note = f"Model **{loaded.label}** on Keras backend **{backend}**."
+    if loaded.card["task"] == "speech-text":
+        note += (
+            " The bundled speech+text corpus is synthetic (eSpeak NG voices with "
+            "scripted prosody): it demonstrates the fusion code, not emotion "
+            "recognition."
+        )
+    st.caption(note)
+    raw, sources, blank = inputs_section(loaded)
+    results_section(loaded, twin, raw, sources, blank)
     st.caption(
         f"This run took {1000 * (time.perf_counter() - start):.0f} ms on `{backend}` "
         "(the first run of a model also loads and compiles it)."

@@ -24,6 +24,8 @@ import dataclasses
 import io
 import json
 import os
+import re
+import time
 
 import numpy as np
 
@@ -37,6 +39,21 @@ BLANK_DESCRIPTIONS = {
     "image": "a black image: every pixel set to 0 (no ink)",
 }
 _REQUIRED_CARD_KEYS = ("task", "classes", "fusion", "preprocessing")
+# Changes with every server process (also across `os.execve` restarts, which
+# keep the pid): file uploaders are keyed with it, so after a restart the
+# browser shows empty uploaders instead of files the new process never got.
+SERVER_TOKEN = format(time.time_ns() % 10**12, "x")
+
+
+def upload_key(name, task):
+    """The widget key of a file uploader: per task and per server process.
+
+    Per task: switching to a model of another task drops the uploads (a
+    digit clip is never fed to the emotion model); switching between models
+    of one task keeps them and applies them to the new model. Per server
+    process: see `SERVER_TOKEN`.
+    """
+    return f"{name}:{task}:{SERVER_TOKEN}"
 
 
 def configure_backend():
@@ -138,6 +155,8 @@ class LoadedModel:
     memory_layer: object
     input_names: list
     feature_spans: list
+    attention_cache: dict = dataclasses.field(default_factory=dict)
+    has_attention: bool = False
 
     @property
     def name(self):
@@ -196,7 +215,11 @@ def load_model(path):
             start += width
     else:
         predictor = model
-    return LoadedModel(path, card, model, predictor, memory_layer, input_names, spans)
+    from mmfusion_keras.attention_maps import find_attention_layers
+
+    loaded = LoadedModel(path, card, model, predictor, memory_layer, input_names, spans)
+    loaded.has_attention = bool(find_attention_layers(model))
+    return loaded
 
 
 def find_twin(path, card, root=None):
@@ -245,7 +268,13 @@ def decode_audio(data, name="<upload>"):
     """
     from mmfusion_keras.datasets.audio import load_audio
 
-    return load_audio(data, sample_rate=SAMPLE_RATE, max_samples=None, name=name)
+    try:
+        return load_audio(data, sample_rate=SAMPLE_RATE, max_samples=None, name=name)
+    except ValueError as e:
+        # The decoder names its in-memory buffer ("Error opening <_io.BytesIO
+        # object at 0x...>"): name the user's file instead.
+        message = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", repr(name), str(e))
+        raise ValueError(message) from e
 
 
 def read_text_file(data, name="<upload>"):
@@ -282,6 +311,11 @@ def image_to_digit(data, name="<upload>"):
     from PIL import ImageOps
     from PIL import UnidentifiedImageError
 
+    if not len(data):
+        raise ValueError(
+            f"{name!r} is empty (0 bytes). Expected a PNG or JPEG picture of one "
+            "handwritten digit."
+        )
     try:
         image = Image.open(io.BytesIO(bytes(data)))
         image.load()
@@ -366,6 +400,114 @@ def make_inputs(card, raw, blank=None):
         blanked = blank_inputs(inputs, preprocessing, blank)
         inputs = {k: np.concatenate([inputs[k], blanked[k]]) for k in inputs}
     return inputs, notes
+
+
+@dataclasses.dataclass
+class TextView:
+    """A sentence as the model sees it (see `text_as_seen`).
+
+    Attributes:
+        markdown: the sentence for the page, unknown words struck through
+            and words past the model's length in grey brackets.
+        known: words the model knows (tokens kind; None for other kinds).
+        total: words in the sentence (after the model's standardization).
+        warning: a sentence when most words are unknown, else None.
+    """
+
+    markdown: str
+    known: object
+    total: int
+    warning: object
+
+
+def text_as_seen(spec, text):
+    """How a text input of kind `spec["kind"]` reaches the model.
+
+    `"tokens"` (a word vocabulary, `WordTokenizer`): the sentence is
+    lower-cased and split as in training; words outside the vocabulary
+    become the one unknown-word token (struck through here) and words past
+    `spec["length"]` are cut. Any other kind (a pretrained sentence encoder,
+    handled by `mmfusion_keras.tasks.prepare_inputs`) reads the whole
+    sentence with its own sub-word vocabulary: it is shown as given.
+    """
+    text = " ".join(str(text).split())
+    if spec.get("kind") != "tokens":
+        encoder = spec.get("encoder") or spec.get("kind")
+        return TextView(
+            f"\u201c{_escape(text)}\u201d (read whole by the pretrained `{encoder}` "
+            "encoder)",
+            None,
+            len(text.split()),
+            None,
+        )
+    from mmfusion_keras.datasets.text import WordTokenizer
+
+    tokenizer = WordTokenizer(vocabulary=spec["vocabulary"])
+    words = tokenizer.tokenize(text)
+    vocabulary = set(spec["vocabulary"])
+    length = int(spec.get("length") or len(words))
+    kept, cut = words[:length], words[length:]
+    shown = [_escape(w) if w in vocabulary else f"~~{_escape(w)}~~" for w in kept]
+    known = sum(w in vocabulary for w in kept)
+    markdown = "\u201c" + " ".join(shown) + "\u201d"
+    if cut:
+        markdown += f" (cut after {length} words: {_escape(' '.join(cut))})"
+    unknown = len(kept) - known
+    if unknown:
+        markdown += f"; struck through: {unknown} word(s) unknown to the model"
+    warning = None
+    if not kept:
+        warning = (
+            "No word of this sentence is left after lower-casing and removing "
+            "punctuation and symbols: the model sees an empty sentence."
+        )
+    elif known < 0.5 * len(kept):
+        warning = (
+            f"Most words of this sentence are unknown to the model ({unknown} of "
+            f"{len(kept)}): it knows only the {len(vocabulary)} words of its "
+            "training sentences and reads every other word as one 'unknown' "
+            "token, so its prediction rests on the audio and the few known words."
+        )
+    return TextView(markdown, known, len(kept), warning)
+
+
+def _escape(text):
+    """Text safe to put inside Streamlit markdown (no formatting, no HTML)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!~|<>$])", r"\\\1", str(text))
+
+
+def inputs_used(card, raw, sources):
+    """The page's "Inputs used" line, and warnings about the inputs.
+
+    Args:
+        card: the model card.
+        raw: the raw inputs the model is run on.
+        sources: `{modality: "uploaded 'clip.wav'" or "bundled sample #3"
+            or "typed"}`.
+
+    Returns:
+        `(markdown, warnings)`.
+    """
+    parts, warnings = [], []
+    for name, spec in card["preprocessing"]["inputs"].items():
+        source = sources.get(name, "?")
+        if name == "text" or spec.get("kind") in ("tokens", "text"):
+            view = text_as_seen(spec, raw[name])
+            parts.append(f"**{name}** ({source}): {view.markdown}")
+            if view.warning:
+                warnings.append(view.warning)
+        elif spec.get("kind") == "waveform":
+            seconds = len(np.ravel(raw[name])) / SAMPLE_RATE
+            takes = spec["samples"] / SAMPLE_RATE
+            used = (
+                f"{seconds:.2f} s, the first {takes:.2f} s used"
+                if seconds > takes
+                else f"{seconds:.2f} s"
+            )
+            parts.append(f"**{name}** ({source}, {used})")
+        else:
+            parts.append(f"**{name}** ({source})")
+    return "Inputs used: " + "; ".join(parts), warnings
 
 
 # Requests are run as a batch of this many rows (the real input, then the
@@ -581,6 +723,7 @@ class Analysis:
     waveform: object  # the whole clip, 1-D, or None
     model_seconds: float  # audio length the model takes
     image: object  # (8, 8) or None
+    attention: list = dataclasses.field(default_factory=list)  # AttentionMap
 
     @property
     def memory_collapsed(self):
@@ -604,6 +747,9 @@ def analyze(loaded, twin, raw, blank=None):
     if report is not None:
         views = memory_views(loaded.memory_layer, report, loaded.feature_spans)
     audio_spec = loaded.card["preprocessing"]["inputs"].get("audio")
+    attention = []
+    if loaded.has_attention:
+        attention = attention_views(loaded, inputs, raw)
     waveform = raw.get("audio")
     return Analysis(
         class_names=list(loaded.card["classes"]),
@@ -619,7 +765,101 @@ def analyze(loaded, twin, raw, blank=None):
         waveform=None if waveform is None else np.asarray(waveform, "float32"),
         model_seconds=audio_spec["samples"] / SAMPLE_RATE if audio_spec else 0.0,
         image=None if raw.get("image") is None else np.asarray(raw["image"]),
+        attention=attention,
     )
+
+
+@dataclasses.dataclass
+class AttentionMap:
+    """One attention layer's weights for the request's first row.
+
+    Attributes:
+        name: the layer's name (`"<block>/<attention>"` inside a block).
+        kind: `"cross-modal"` (`CrossModalAttention`) or `"delta"`
+            (`DeltaSelfAttention`).
+        weights: `(heads, T_query, T_key)`, rows sum to 1 over the keys.
+        query_axis / key_axis: what the steps are (e.g. "word", "audio
+            frame"), for the chart's axis titles.
+        query_labels / key_labels: one label per step (the words, or the
+            frame's start time in seconds).
+    """
+
+    name: str
+    kind: str
+    weights: np.ndarray
+    query_axis: str
+    key_axis: str
+    query_labels: list
+    key_labels: list
+
+    @property
+    def mean(self):
+        """The weights averaged over heads, `(T_query, T_key)`."""
+        return self.weights.mean(axis=0)
+
+
+def _step_labels(steps, card, raw, inputs):
+    """`(axis title, labels, steps to keep)` of a sequence of `steps` steps.
+
+    A sequence as long as a `tokens` text input is the sentence: labelled
+    by its words (padding dropped); as long as another kind of text input:
+    its token positions. Any other length is taken as audio frames spread
+    over the model's clip length: labelled by start time.
+    """
+    specs = card["preprocessing"]["inputs"]
+    text = specs.get("text")
+    if text is not None and text.get("kind") == "tokens" and steps == text["length"]:
+        from mmfusion_keras.datasets.text import WordTokenizer
+
+        words = WordTokenizer(vocabulary=text["vocabulary"]).tokenize(raw["text"])
+        ids = np.asarray(inputs["text"])[0]
+        real = int(np.sum(ids != 0)) or 1
+        words = (words + ["[UNK]"] * steps)[:real]
+        known = set(text["vocabulary"])
+        labels = [
+            f"{i} {w}" if w in known else f"{i} ({w})" for i, w in enumerate(words)
+        ]
+        return "word", labels, real
+    if text is not None and steps == text.get("length"):
+        # Another text kind (e.g. a pretrained encoder's sub-word tokens).
+        return "text token", [str(i) for i in range(steps)], steps
+    audio = specs.get("audio")
+    if audio is not None:
+        step = audio["samples"] / SAMPLE_RATE / steps
+        return "audio frame (s)", [f"{i * step:.2f}" for i in range(steps)], steps
+    return "step", [str(i) for i in range(steps)], steps
+
+
+def attention_views(loaded, inputs, raw):
+    """`AttentionMap`s of every attention layer of the model (first row)."""
+    from mmfusion_keras.attention_maps import attention_maps
+    from mmfusion_keras.attention_maps import find_attention_layers
+
+    arrays = [np.asarray(inputs[name]) for name in loaded.input_names]
+    if len(arrays[0]) < BATCH:
+        arrays = [np.concatenate([a, a[-1:]]) for a in arrays]
+    maps = attention_maps(loaded.model, arrays, loaded.attention_cache)
+    kinds = {
+        name: "delta" if type(layer).__name__ == "DeltaSelfAttention" else "cross-modal"
+        for name, layer, _ in find_attention_layers(loaded.model)
+    }
+    views = []
+    for name, weights in maps.items():
+        w = np.asarray(weights[0], "float64")  # (heads, T_q, T_k)
+        q_axis, q_labels, q_keep = _step_labels(w.shape[1], loaded.card, raw, inputs)
+        k_axis, k_labels, k_keep = _step_labels(w.shape[2], loaded.card, raw, inputs)
+        views.append(
+            AttentionMap(
+                name=name,
+                kind=kinds[name],
+                weights=w[:, :q_keep, :k_keep],
+                query_axis=q_axis,
+                key_axis=k_axis,
+                query_labels=q_labels,
+                key_labels=k_labels,
+            )
+        )
+    return views
 
 
 # ---------------------------------------------------------------- figures

@@ -3,14 +3,12 @@
 Times the functions `apps/demo_app.py` calls for one request, in the same
 order: decode the uploaded WAV bytes (`demo_core.decode_audio`), prepare the
 inputs, run the MBAF model and its naive twin, inspect the memory layer,
-project the memory (PCA), build every matplotlib figure and render it to PNG
-(`demo_core.render_png`, what the page shows). The model and the memory
-heatmap are cached per model in the app (`st.cache_resource` /
-`st.cache_data`), so they are loaded / drawn once here too, before timing.
-The waveform/spectrogram figure is drawn for every request (a new upload;
-the app caches it per clip only for reruns such as the blank toggle).
-Streamlit's own overhead (rerun, sending images to the browser) is not
-included.
+project the memory (PCA), compute attention maps, and build the data and
+Vega-Lite spec of every chart (`apps/demo_charts.py`, what the page sends;
+the browser draws them). The model is cached per model in the app
+(`st.cache_resource`), so it is loaded once here too, before timing.
+Streamlit's own overhead and the browser's drawing are not included: see
+`benchmarks/app_latency_browser.py` for what a user waits for.
 
 Each backend runs in its own process (the backend is fixed per process).
 The first `--warmup` requests (compilation, caches) are dropped; the median
@@ -32,6 +30,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "apps"))
+sys.path.insert(1, REPO)  # this checkout's library
 
 
 def _clip_bytes(seconds, rate=44100):
@@ -48,6 +47,25 @@ def _clip_bytes(seconds, rate=44100):
     return buffer.getvalue()
 
 
+def _chart_specs(analysis):
+    """The page's Vega-Lite charts (data + spec), as `demo_app` builds them."""
+    import demo_charts as charts
+
+    out = [charts.probability_chart(analysis)]
+    if analysis.image is not None:
+        out.append(charts.image_chart(analysis.image))
+    if analysis.waveform is not None:
+        out += list(charts.audio_charts(analysis.waveform, analysis.model_seconds))
+    for view in analysis.memories:
+        out += [charts.read_chart(analysis, view), charts.memory_chart(view)]
+        if view.projection is not None:
+            out.append(charts.pca_chart(analysis, view))
+    if analysis.report is not None and "attention" in analysis.report:
+        out.append(charts.attention_bar_chart(analysis))
+    out += [charts.attention_map_chart(view) for view in analysis.attention]
+    return out
+
+
 def worker(args):
     import demo_core as core
     import keras
@@ -59,7 +77,7 @@ def worker(args):
     twin = core.load_model(twin_path) if twin_path else None
     data = _clip_bytes(args.seconds)
     text = "I can't believe you did that again"
-    memory_png = None
+    memory_png = True  # charts: no per-model image to cache any more
     parts = {"decode": [], "model": [], "figures": [], "total": []}
     for i in range(args.warmup + args.repeats):
         t0 = time.perf_counter()
@@ -74,10 +92,8 @@ def worker(args):
                 core.memory_figure(analysis.report["memory"], analysis.feature_spans)
             )
         t3 = time.perf_counter()
-        figures = core.make_figures(analysis, include_memory=False)
-        pngs = [core.render_png(fig) for fig in figures.values()]
+        pngs = _chart_specs(analysis)
         t4 = time.perf_counter()
-        assert all(png.startswith(b"\x89PNG") for png in pngs)
         if i >= args.warmup:
             parts["decode"].append(t1 - t0)
             parts["model"].append(t2 - t1)
@@ -116,7 +132,7 @@ def main():
         f"{args.repeats} requests after {args.warmup} warm-up ones (ms)\n"
     )
     print(
-        "| backend | total | p90 total | decode | models + inspect | figures + PNG | load avg |"
+        "| backend | total | p90 total | decode | models + inspect | chart specs | load avg |"
     )
     print("|---|---|---|---|---|---|---|")
     for backend in args.backends.split(","):
@@ -131,7 +147,7 @@ def main():
         print(
             f"| {r['backend']} | {r['total_ms']:.0f} | {r['p90_total_ms']:.0f} | "
             f"{r['decode_ms']:.0f} | {r['model_ms']:.0f} | {r['figures_ms']:.0f} "
-            f"({r['figures']} figures) | {r['load_average']:.1f} |",
+            f"({r['figures']} charts) | {r['load_average']:.1f} |",
             flush=True,
         )
 

@@ -9,7 +9,7 @@ import keras
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-NEEDED = ("speech_text_mbaf", "speech_text_concat", "avdigits_mbaf")
+NEEDED = ("speech_text_mbaf", "speech_text_concat", "avdigits_mbaf", "avdigits_concat")
 
 
 def _has_models(root):

@@ -1,25 +1,21 @@
 """The demo page in a real browser: `mmfusion demo` + headless Chromium.
 
 Starts the app with the CLI on a free localhost port, drives Debian's
-`chromium` through the DevTools protocol (a screenshot taken with
-`--screenshot` alone is often blank: the page arrives over a websocket),
-waits until the prediction and every plot are on the page, and saves a
-screenshot. With `MMFUSION_SAVE_SCREENSHOT=1` it is also copied to
-`docs/app_screenshot.png`.
+`chromium` through the DevTools protocol (`apps/browser_driver.py`; a
+screenshot taken with `--screenshot` alone is often blank: the page arrives
+over a websocket), uploads files as a user does (`DOM.setFileInputFiles`),
+and checks what the page says it used against the model run in this
+process on the same files. Saves a screenshot; with
+`MMFUSION_SAVE_SCREENSHOT=1` it is also copied to `docs/app_screenshot.png`.
 
 Runs on the JAX backend only: it tests the page, not the backend.
 """
 
 import base64
-import json
+import io
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import keras
@@ -27,10 +23,13 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+sys.path.insert(0, str(REPO / "apps"))
+
+import browser_driver as bd  # noqa: E402
+
 MARKER = "Predicted class:"
-MODEL = "avdigits_mbaf"  # image + audio: every kind of plot
-PLOTS = 7  # probabilities, image, audio, read weights, attention, memory, PCA
+MODEL = "avdigits_mbaf"  # image + audio: every kind of input and chart
+TWIN = "avdigits_concat"
 
 pytestmark = [
     pytest.mark.skipif(
@@ -38,175 +37,107 @@ pytestmark = [
         reason="browser test runs once, on the JAX backend (it tests the page)",
     ),
     pytest.mark.skipif(
-        CHROMIUM is None,
+        bd.CHROMIUM is None,
         reason="Chromium is not installed (Debian: apt-get install -y chromium)",
     ),
 ]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, timeout, what, process=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what}: the process exited ({process.returncode})")
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"Timed out after {timeout} s waiting for {what}")
-
-
-def _get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.read().decode()
-    except OSError:
-        return None
-
-
-def _stop(process):
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-
-
-@pytest.fixture
-def server(models_root, tmp_path):
-    port = _free_port()
-    log = open(tmp_path / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mmfusion_keras.cli", "demo", "--port", str(port),
-         "--backend", "jax"],
-        env={**os.environ, "MMFUSION_MODELS_DIR": str(models_root)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: stopped as a whole
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait(lambda: _get(url + "/_stcore/health"), 120, "the app server", process)
-        yield url
-    finally:
-        _stop(process)
-        log.close()
-
-
-class DevTools:
-    """A minimal Chrome DevTools protocol client over one websocket."""
-
-    def __init__(self, websocket_url):
-        from websockets.sync.client import connect
-
-        self.socket = connect(websocket_url, max_size=None, open_timeout=30)
-        self.next_id = 0
-
-    def call(self, method, **params):
-        self.next_id += 1
-        self.socket.send(
-            json.dumps({"id": self.next_id, "method": method, "params": params})
-        )
-        while True:
-            message = json.loads(self.socket.recv(timeout=60))
-            if message.get("id") == self.next_id:
-                if "error" in message:
-                    raise AssertionError(f"{method}: {message['error']}")
-                return message["result"]
-
-    def evaluate(self, expression):
-        result = self.call(
-            "Runtime.evaluate", expression=expression, returnByValue=True
-        )
-        return result["result"].get("value")
-
-    def close(self):
-        self.socket.close()
-
-
-@pytest.fixture
-def browser(tmp_path):
-    profile = tmp_path / "chromium-profile"
-    process = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--remote-debugging-port=0",
-         "--remote-debugging-address=127.0.0.1", "about:blank"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        active = profile / "DevToolsActivePort"
-        _wait(lambda: active.is_file() and active.read_text().strip(), 60,
-              "Chromium's DevTools port", process)  # fmt: skip
-        port = active.read_text().split()[0]
-        targets = _wait(
-            lambda: json.loads(_get(f"http://127.0.0.1:{port}/json/list") or "[]"),
-            30,
-            "a Chromium page",
-        )
-        page = next(t for t in targets if t["type"] == "page")
-        devtools = DevTools(page["webSocketDebuggerUrl"])
-        yield devtools
-        devtools.close()
-    finally:
-        _stop(process)
-
-
-def test_page_renders_prediction_and_plots(server, browser, tmp_path):
+def _files(folder):
+    """A digit image, a corrupt WAV and a good WAV, written to `folder`."""
+    import soundfile as sf
     from PIL import Image
 
-    browser.call(
-        "Emulation.setDeviceMetricsOverride",
-        width=1500,
-        height=2600,
-        deviceScaleFactor=1,
-        mobile=False,
-    )
-    browser.call("Page.enable")
-    browser.call("Page.navigate", url=f"{server}/?model={MODEL}")
-    text = "document.body ? document.body.innerText : ''"
-    plots = (
-        "Array.from(document.querySelectorAll('img')).filter("
-        "i => i.complete && i.naturalWidth >= 200).length"
-    )
-    running = "document.querySelector('[data-testid=\"stStatusWidget\"]') !== null"
+    one = np.full((64, 48), 250, "uint8")
+    one[8:56, 20:28] = 10  # a dark vertical stroke on light paper
+    Image.fromarray(one, "L").save(folder / "one.png")
+    (folder / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00garbage!")
+    t = np.arange(16000) / 16000
+    sf.write(folder / "good.wav", (0.3 * np.sin(2 * np.pi * 300 * t)).astype("float32"),
+             16000, subtype="PCM_16")  # fmt: skip
+    return folder / "one.png", folder / "broken.wav", folder / "good.wav"
 
-    def ready():
-        return (
-            MARKER in (browser.evaluate(text) or "")
-            and (browser.evaluate(plots) or 0) >= PLOTS
-            and not browser.evaluate(running)
-        )
 
-    try:
-        _wait(ready, 240, f"{MARKER!r} and {PLOTS} plots on the page")
-    except AssertionError as e:
-        found = browser.evaluate(plots)
-        tail = (browser.evaluate(text) or "")[-600:]
-        raise AssertionError(f"{e}; {found} plots; page text ends with: {tail}") from e
-    time.sleep(1.0)  # let the last images paint
-    page_text = browser.evaluate(text)
-    assert "runs on jax" in page_text.replace("`", "")
-    assert "3. Inside the memory" in page_text
-    assert f"Model {MODEL} (MBAF memory fusion)" in page_text
-    shot = browser.call("Page.captureScreenshot", format="png")
-    path = tmp_path / "app_screenshot.png"
-    path.write_bytes(base64.b64decode(shot["data"]))
-    image = np.asarray(Image.open(path).convert("L"), "float32")
+def _expected(models_root, model, image_path, audio_path):
+    """The prediction line the page must show for these files and model."""
+    import demo_core as core
+
+    loaded = core.load_model(models_root / model / "model.keras")
+    image, _ = core.image_to_digit(image_path.read_bytes(), image_path.name)
+    audio, _ = core.decode_audio(audio_path.read_bytes(), audio_path.name)
+    name, p = core.analyze(loaded, None, {"image": image, "audio": audio}).predicted
+    return f"{MARKER} {name} ({p:.0%})"
+
+
+def _choose_model(page, name):
+    """Picks `name` in the sidebar's model selectbox, as a user types it."""
+    page.evaluate(
+        'document.querySelectorAll(\'[data-testid="stSidebar"] '
+        '[data-testid="stSelectbox"] input\')[1].focus()'
+    )
+    page.call("Input.insertText", text=name)
+    for kind in ("keyDown", "keyUp"):
+        page.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter",
+                  windowsVirtualKeyCode=13)  # fmt: skip
+
+
+def test_uploads_survive_a_bad_file_and_a_model_switch(models_root, tmp_path):
+    from PIL import Image
+
+    image_path, broken, good = _files(tmp_path)
+    log = tmp_path / "server.log"
+    with bd.start_server("jax", models_root, log) as url, bd.start_chromium() as page:
+        page.call("Page.navigate", url=f"{url}/?model={MODEL}")
+
+        def ready(*needles):
+            def check():
+                text = page.text()
+                return all(n in text for n in needles) and page.idle()
+
+            return check
+
+        def wait(what, *needles, timeout=240):
+            try:
+                bd.wait(ready(*needles), timeout, what)
+            except AssertionError as e:
+                raise AssertionError(
+                    f"{e}; page text ends: {page.text()[-800:]}"
+                ) from e
+
+        wait("the first page", MARKER, "Inputs used:")
+        assert "runs on jax" in page.text().replace("`", "")
+        # File inputs on this page: 0 the audio, 1 the image.
+        page.upload(1, image_path)
+        wait("the image upload", "image (uploaded 'one.png')")
+        page.upload(0, broken)
+        wait("the audio error", "Cannot use this audio file")
+        text = page.text()
+        assert "Error opening 'broken.wav'" in text and "BytesIO" not in text
+        assert "one.png" in text, "the image upload was dropped"
+        assert MARKER not in text
+        page.upload(0, good)
+        wait("the good clip", MARKER, "uploaded 'good.wav'")
+        text = page.text()
+        assert "image (uploaded 'one.png'); audio (uploaded 'good.wav', 1.00 s)" in text
+        assert _expected(models_root, MODEL, image_path, good) in text
+        assert "Cannot use this audio file" not in text
+        bd.wait(lambda: page.evaluate(bd.CHARTS_DRAWN) >= 7, 60, "the charts")
+
+        shot = page.call("Page.captureScreenshot", format="png")
+        path = tmp_path / "app_screenshot.png"
+        path.write_bytes(base64.b64decode(shot["data"]))
+
+        # Another model of the same task: the uploads stay, shown and used.
+        _choose_model(page, TWIN)
+        wait("the model switch", f"Model {TWIN}", MARKER)
+        text = page.text()
+        assert "image (uploaded 'one.png'); audio (uploaded 'good.wav', 1.00 s)" in text
+        assert text.count("one.png") >= 2 and text.count("good.wav") >= 2
+        assert _expected(models_root, TWIN, image_path, good) in text
+
+    image = np.asarray(Image.open(io.BytesIO(path.read_bytes())).convert("L"), "f4")
     assert image.shape == (2600, 1500)
     assert image.std() > 20, "the screenshot is (nearly) blank"
-    assert len(np.unique(image)) > 100, "the screenshot has too few shades"
     if os.environ.get("MMFUSION_SAVE_SCREENSHOT") == "1":
         target = REPO / "docs" / "app_screenshot.png"
         target.parent.mkdir(exist_ok=True)

@@ -5,6 +5,7 @@ shipped ones in `saved_models/`, or tiny ones trained for the test.
 """
 
 import io
+import json
 import re
 import sys
 import zlib
@@ -72,6 +73,23 @@ def pca_drawn(at, memories):
     return drawn
 
 
+def chart_titles(at):
+    """Titles of the page's Vega-Lite charts, in page order."""
+    return [
+        json.loads(e.proto.spec).get("title", "") for e in at.get("vega_lite_chart")
+    ]
+
+
+def uploader(at, name, task="speech-text"):
+    return at.file_uploader(key=core.upload_key(name, task))
+
+
+def used(at):
+    found = [m for m in texts(at, "markdown") if m.startswith("Inputs used:")]
+    assert len(found) == 1, texts(at, "markdown")
+    return found[0]
+
+
 def choose(at, model):
     at.selectbox(key="model").set_value(model).run()
     assert not at.exception, at.exception
@@ -86,11 +104,14 @@ def test_default_page_shows_prediction_twin_memory_and_backend(app):
     assert [s for s in texts(app, "subheader")] == [
         "1. Inputs",
         "2. Prediction",
-        "3. Inside the memory",
+        "3. Inside the model",
     ]
-    # probabilities, audio, read weights, attention, memory heatmap, and
-    # the PCA only when the memory has something to project.
-    assert len(app.get("image")) == 5 + pca_drawn(app, 1)
+    # probabilities, waveform, spectrogram, read weights, attention, memory
+    # heatmap, and the PCA only when the memory has something to project.
+    titles = chart_titles(app)
+    assert len(titles) == 6 + pca_drawn(app, 1), titles
+    assert titles[0] == "Class probabilities" and titles[1].startswith("Waveform, ")
+    assert titles[2] == "Spectrogram (25 ms windows, 10 ms hop)"
     backend = keras.config.backend()
     assert any(f"runs on **`{backend}`**" in m for m in texts(app, "markdown"))
     assert app.selectbox(key="backend").value == backend
@@ -100,18 +121,28 @@ def test_uploaded_long_wav_and_typed_text(app, models_root):
     card = core.read_card(models_root / "speech_text_mbaf" / "model.keras")
     takes = card["preprocessing"]["inputs"]["audio"]["samples"] / core.SAMPLE_RATE
     seconds = max(5.0, takes + 1.0)
-    app.file_uploader(key="audio_file").set_value(
-        ("clip.wav", wav_bytes(seconds), "audio/wav")
-    )
-    app.checkbox(key="own_text").check().run()
+    uploader(app, "audio_file").set_value(("clip.wav", wav_bytes(seconds), "audio/wav"))
     app.text_input(key="text").input("I am so glad to see you").run()
     assert not app.exception, app.exception
     assert texts(app, "error") == []
+    assert (
+        f"Waveform: the first {takes:.2f} s of {seconds:.2f} s (the model takes no "
+        "more)" in chart_titles(app)
+    )
     warnings = texts(app, "warning")
     expected = f"{seconds:.2f} s cropped to the model's {takes:.2f} s"
     assert any(expected in w for w in warnings), warnings
     assert any("WAV/PCM_16, 22050 Hz" in c for c in texts(app, "caption"))
     prediction(app)
+    assert used(app).startswith(
+        f"Inputs used: **audio** (uploaded 'clip.wav', {seconds:.2f} s, the first "
+        f"{takes:.2f} s used); **text** (typed): \u201ci am so glad to see you\u201d"
+    )
+    # Another model of the same task: the same inputs, shown and used.
+    choose(app, "speech_text_concat")
+    assert uploader(app, "audio_file").value.name == "clip.wav"
+    assert "**audio** (uploaded 'clip.wav'" in used(app)
+    assert "**text** (typed)" in used(app)
 
 
 def test_blanking_a_modality_compares_with_the_full_input(app):
@@ -123,65 +154,92 @@ def test_blanking_a_modality_compares_with_the_full_input(app):
     assert "twin speech_text_concat (naive concatenation) with text blanked" in markdown
 
 
-def test_bad_audio_shows_errors_and_the_app_recovers(app):
-    uploader = app.file_uploader(key="audio_file")
-    uploader.set_value(("clip.wav", b"RIFF\x10\x00\x00\x00garbage!", "audio/wav")).run()
+def test_bad_audio_keeps_the_typed_text_and_the_app_recovers(app):
+    app.text_input(key="text").input("xyzzy qwerty so glad asdf").run()
+    uploader(app, "audio_file").set_value(
+        ("clip.wav", b"RIFF\x10\x00\x00\x00garbage!", "audio/wav")
+    ).run()
     assert not app.exception, app.exception
     errors = texts(app, "error")
-    assert len(errors) == 1 and re.search(
-        r"Cannot decode audio file 'clip\.wav'", errors[0]
-    )
+    assert len(errors) == 1, errors
+    assert re.search(r"Cannot decode audio file 'clip\.wav'", errors[0])
+    assert "BytesIO" not in errors[0] and "Error opening 'clip.wav'" in errors[0]
+    # Every input widget is still drawn, with its value; no prediction.
+    assert app.text_input(key="text").value == "xyzzy qwerty so glad asdf"
+    assert uploader(app, "text_file") is not None
+    assert any("Fix or remove the audio upload" in i for i in texts(app, "info"))
+    assert not [m for m in texts(app, "markdown") if m.startswith("### Predicted")]
     m4a_like = b"\x00\x00\x00\x18ftypM4A \x00\x00\x02\x00" + bytes(64)
-    uploader = app.file_uploader(key="audio_file")
-    uploader.set_value(("voice.m4a", m4a_like, "audio/mp4")).run()
+    uploader(app, "audio_file").set_value(("voice.m4a", m4a_like, "audio/mp4")).run()
     errors = texts(app, "error")
     assert len(errors) == 1 and re.search(r"unsupported format: M4A", errors[0]), errors
     assert "ffmpeg" in errors[0]
-    app.file_uploader(key="audio_file").set_value(None).run()
+    uploader(app, "audio_file").set_value(
+        ("good.wav", wav_bytes(1.0), "audio/wav")
+    ).run()
     assert texts(app, "error") == []
     prediction(app)
+    line = used(app)
+    assert "**audio** (uploaded 'good.wav', 1.00 s)" in line
+    assert "**text** (typed): \u201c~~xyzzy~~ ~~qwerty~~ so glad ~~asdf~~\u201d" in line
+    # 3 of 5 words unknown: the page says so.
+    assert any("Most words of this sentence" in w for w in texts(app, "warning"))
 
 
-def test_empty_text_and_bad_text_file(app):
-    app.checkbox(key="own_text").check().run()
-    errors = texts(app, "error")
-    assert len(errors) == 1 and re.search(r"Text 0 is empty", errors[0]), errors
-    app.file_uploader(key="text_file").set_value(
+def test_text_box_opens_without_error_and_bad_text_file(app):
+    assert texts(app, "error") == []
+    assert app.text_input(key="text").value == ""
+    assert "**text** (bundled sample #0)" in used(app)
+    uploader(app, "text_file").set_value(
         ("words.txt", b"\xff\xfe\xfa not utf-8", "text/plain")
     ).run()
     errors = texts(app, "error")
     assert len(errors) == 1 and re.search(r"'words\.txt' is not a UTF-8", errors[0])
-    app.file_uploader(key="text_file").set_value(
+    uploader(app, "text_file").set_value(
         ("words.txt", b"I am furious!\n", "text/plain")
     ).run()
     assert texts(app, "error") == []
     prediction(app)
+    assert "**text** (uploaded 'words.txt'): \u201ci am furious\u201d" in used(app)
 
 
 def test_image_uploads(app):
     choose(app, "avdigits_mbaf")
     assert app.selectbox(key="model").value == "avdigits_mbaf"
     # probabilities, image, audio, read weights, attention, memory, PCA
-    assert len(app.get("image")) == 6 + pca_drawn(app, 1)
-    uploader = app.file_uploader(key="image_file")
-    uploader.set_value(("digit.png", wav_bytes(0.1), "image/png")).run()
+    assert len(chart_titles(app)) == 7 + pca_drawn(app, 1)
+    images = core.upload_key("image_file", "avdigits")
+    app.file_uploader(key=images).set_value(("empty.png", b"", "image/png")).run()
+    errors = texts(app, "error")
+    assert len(errors) == 1 and "'empty.png' is empty (0 bytes)" in errors[0], errors
+    app.file_uploader(key=images).set_value(
+        ("digit.png", wav_bytes(0.1), "image/png")
+    ).run()
     errors = texts(app, "error")
     assert len(errors) == 1 and re.search(r"'digit\.png' is not an image", errors[0])
     blank = np.full((40, 40), 255)
-    app.file_uploader(key="image_file").set_value(
+    app.file_uploader(key=images).set_value(
         ("white.png", png_bytes(blank), "image/png")
     ).run()
     errors = texts(app, "error")
     assert len(errors) == 1 and re.search(r"'white\.png' looks blank", errors[0])
     one = np.full((64, 48), 250)
     one[8:56, 20:28] = 10  # a dark vertical stroke on light paper
-    app.file_uploader(key="image_file").set_value(
+    app.file_uploader(key=images).set_value(
         ("one.png", png_bytes(one), "image/png")
     ).run()
     assert not app.exception, app.exception
     assert texts(app, "error") == []
     assert any("inverted" in c for c in texts(app, "caption"))
     prediction(app)
+    assert used(app).startswith(
+        "Inputs used: **image** (uploaded 'one.png'); **audio**"
+    )
+    # The corpus note is about the speech+text corpus only.
+    assert not any("speech+text corpus" in c for c in texts(app, "caption"))
+    # Back to speech-text: the digit upload is not carried over.
+    choose(app, "speech_text_mbaf")
+    assert "**audio** (bundled sample #0" in used(app)
 
 
 def test_model_paths_that_are_not_keras_models(app, tmp_path, models_root):
@@ -206,7 +264,7 @@ def test_model_paths_that_are_not_keras_models(app, tmp_path, models_root):
     good = models_root / "speech_text_concat" / "model.keras"
     app.text_input(key="model_path").input(str(good)).run()
     assert texts(app, "error") == []
-    assert any("has no memory layer" in i for i in texts(app, "info"))
+    assert any("has no memory or attention layer" in i for i in texts(app, "info"))
     assert any("twin speech_text_mbaf" in m for m in texts(app, "markdown"))
 
 
@@ -248,8 +306,7 @@ def test_shown_probabilities_equal_model_predict(app, models_root):
     # The page's numbers for a known input must be `model.predict`'s, on
     # the model loaded independently of the app (both rows: real, blanked).
     audio, text = wav_bytes(2.0), "I am so glad to see you"
-    app.file_uploader(key="audio_file").set_value(("clip.wav", audio, "audio/wav"))
-    app.checkbox(key="own_text").check().run()
+    uploader(app, "audio_file").set_value(("clip.wav", audio, "audio/wav"))
     app.text_input(key="text").input(text).run()
     app.radio(key="blank").set_value("text").run()
     assert not app.exception, app.exception
@@ -319,14 +376,62 @@ def _dual_memory_model(folder, models_root, collapse):
     (folder / "model_card.json").write_text(json.dumps(card))
 
 
+def _sequence_model(folder, models_root):
+    """A tiny untrained speech-text sequence model with its card.
+
+    Words (embedding, padding masked) attend to audio frames (log-mel
+    frames, 0.1 s apart) with `CrossModalAttention`; the frames go through
+    `DeltaSelfAttention`. Its card says `fusion: "sequence_attention"`: the
+    app must find the views from the layers, not from a name.
+    """
+    import json
+
+    from mmfusion_keras.layers import CrossModalAttention
+    from mmfusion_keras.layers import DeltaSelfAttention
+
+    card = json.loads(
+        (models_root / "speech_text_concat" / "model_card.json").read_text()
+    )
+    spec = card["preprocessing"]["inputs"]
+    samples, length = spec["audio"]["samples"], spec["text"]["length"]
+    audio = keras.Input((samples,), name="audio")
+    text = keras.Input((length,), dtype="int32", name="text")
+    mel = keras.layers.MelSpectrogram(
+        fft_length=512, sequence_length=400, sequence_stride=1600,
+        num_mel_bins=16, sampling_rate=16000,
+    )(audio)  # fmt: skip
+    frames = keras.layers.Dense(8)(keras.layers.Permute((2, 1))(mel) / 100.0)
+    words = keras.layers.Embedding(
+        len(spec["text"]["vocabulary"]) + 2, 8, mask_zero=True
+    )(text)
+    attended = CrossModalAttention(num_heads=2, name="words_to_audio")([words, frames])
+    delta = DeltaSelfAttention(
+        num_heads=2, filters=4, kernel_size=3, delta_window=5, name="audio_delta"
+    )(frames)
+    pooled = keras.layers.Concatenate()(
+        [
+            keras.layers.GlobalAveragePooling1D()(attended),
+            keras.layers.GlobalAveragePooling1D()(delta),
+        ]
+    )
+    out = keras.layers.Dense(len(card["classes"]), activation="softmax")(pooled)
+    model = keras.Model([audio, text], out)
+    folder.mkdir()
+    model.save(folder / "model.keras")
+    card = {**card, "fusion": "sequence_attention", "test_metrics": None}
+    (folder / "model_card.json").write_text(json.dumps(card))
+
+
 @pytest.fixture(scope="module")
 def dual_root(models_root, tmp_path_factory):
-    """The test models plus two dual memory models: healthy, partly collapsed."""
+    """The test models plus two dual memory models (healthy, partly
+    collapsed) and a sequence model with attention layers."""
     root = tmp_path_factory.mktemp("dual_models")
     for name in ("speech_text_concat", "speech_text_mbaf"):
         (root / name).symlink_to(models_root / name, target_is_directory=True)
     _dual_memory_model(root / "speech_text_dual_memory", models_root, (0, 0))
     _dual_memory_model(root / "speech_text_dual_collapsed", models_root, (9, 5))
+    _sequence_model(root / "speech_text_attention", models_root)
     return root
 
 
@@ -357,7 +462,9 @@ def test_dual_memory_model_shows_both_memories(dual_app):
     assert not any("slots identical" in w for w in texts(dual_app, "warning"))
     # probabilities, audio, and per memory: read weights, heatmap, PCA.
     assert pca_drawn(dual_app, 2) == 2
-    assert len(dual_app.get("image")) == 2 + 2 * 3
+    titles = chart_titles(dual_app)
+    assert len(titles) == 3 + 2 * 3, titles
+    assert any(t.startswith("Audio memory M_a: read weights z") for t in titles)
     assert any("twin speech_text_concat" in m for m in markdown)
 
 
@@ -377,6 +484,45 @@ def test_partial_collapse_is_warned_and_not_projected(dual_app):
     ), captions
     # The text memory keeps 5 distinct slots: its PCA is drawn.
     assert pca_drawn(dual_app, 2) == 1
+
+
+def test_sequence_model_shows_word_by_frame_and_delta_attention(dual_app):
+    choose(dual_app, "speech_text_attention")
+    assert texts(dual_app, "error") == []
+    dual_app.text_input(key="text").input("I am so glad xyzzy").run()
+    assert not dual_app.exception, dual_app.exception
+    prediction(dual_app)
+    assert not any("has no memory" in i for i in texts(dual_app, "info"))
+    assert not any(
+        m.startswith("**Memory health**") for m in texts(dual_app, "markdown")
+    )
+    specs = {
+        json.loads(e.proto.spec).get("title", ""): e
+        for e in dual_app.get("vega_lite_chart")
+    }
+    cross = "words_to_audio: words attend to audio frame (s)s (mean of 2 heads)"
+    delta = "audio_delta: delta self-attention over audio frame (s)s (mean of 2 heads)"
+    assert cross in specs and delta in specs, list(specs)
+
+
+def test_attention_views_are_the_layers_weights(dual_root):
+    from mmfusion_keras.attention_maps import attention_maps
+
+    loaded = core.load_model(dual_root / "speech_text_attention" / "model.keras")
+    raw = {"audio": np.full(8000, 0.1, "float32"), "text": "i am so glad xyzzy"}
+    analysis = core.analyze(loaded, None, raw)
+    cross, delta = analysis.attention
+    # 5 words (the unknown one in brackets) x about 30 frames 0.1 s apart.
+    assert cross.query_labels == ["0 i", "1 am", "2 so", "3 glad", "4 (xyzzy)"]
+    frames = delta.weights.shape[-1]
+    assert cross.weights.shape == (2, 5, frames) and cross.key_labels[1] == "0.10"
+    assert delta.weights.shape == (2, frames, frames) and delta.kind == "delta"
+    inputs, _ = core.make_inputs(loaded.card, raw)
+    maps = attention_maps(loaded.model, [inputs[n] for n in loaded.input_names])
+    np.testing.assert_allclose(
+        cross.weights, maps["words_to_audio"][0, :, :5], atol=1e-6
+    )
+    np.testing.assert_allclose(cross.weights.sum(-1), 1.0, atol=1e-5)
 
 
 def test_two_test_samples_read_differently(dual_root):
