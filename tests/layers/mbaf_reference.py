@@ -44,16 +44,51 @@ def compose(b, w, reading):
     return c, alpha, relu(c @ w["transform_kernel"])  # Eq. 7
 
 
-def mbaf_sample(x, x_compose, memory, w, reading="softmax_features"):
+def read_scores(key, memory, similarity, key_stats=None, sharpness=None):
+    """The scores of Eq. 2 for one sample's key `f_r(x)` over the slots.
+
+    * "dot": `key . M_j` (Eq. 2 as printed); "scaled": divided by sqrt(l);
+      "cosine": `sharpness * cos(key, M_j)`.
+    * "centered_<x>": the key is first standardized feature by feature with
+      `key_stats = (mean, variance)` (batch statistics in training, moving
+      ones in inference; epsilon 1e-3), then scored as `<x>`.
+    """
+    if similarity.startswith("centered_"):
+        mean, variance = key_stats
+        key = (key - mean) / np.sqrt(variance + 1e-3)
+        similarity = similarity[len("centered_") :]
+    width = memory.shape[-1]
+    scores = np.array([sum(key[i] * slot[i] for i in range(width)) for slot in memory])
+    if similarity == "scaled":
+        scores = scores / np.sqrt(width)
+    elif similarity == "cosine":
+        norms = np.array([np.sqrt(sum(v * v for v in slot)) for slot in memory])
+        scores = sharpness * scores / ((np.sqrt(key @ key) + 1e-6) * (norms + 1e-6))
+    return scores
+
+
+def mbaf_sample(
+    x,
+    x_compose,
+    memory,
+    w,
+    reading="softmax_features",
+    similarity="dot",
+    key_stats=None,
+):
     """One sample through Eq. 2-7 and Eq. 9 (no write): returns
     `(output, z, alpha, h)`.
 
     `w` holds NumPy weights: read_kernel, read_bias, composer_kernel,
-    composer_bias and the reading's attention/transform weights.
+    composer_bias, the reading's attention/transform weights and, for
+    the cosine similarities, read_sharpness.
     """
     with np.errstate(invalid="ignore", over="ignore"):  # NaN samples propagate
         key = x @ w["read_kernel"] + w["read_bias"]
-        z = softmax(key @ memory.T)  # Eq. 2
+        scores = read_scores(
+            key, memory, similarity, key_stats, w.get("read_sharpness")
+        )
+        z = softmax(scores)  # Eq. 2
         m = z @ memory  # Eq. 3
         b = np.concatenate([x_compose, m]) @ w["composer_kernel"]
         b = relu(b + w["composer_bias"])  # Eq. 4
@@ -83,16 +118,39 @@ def write_one(memory, z, h, write):
     return new, False
 
 
-def mbaf_batch(xs, x_composes, memory, w, reading="softmax_features", write="soft"):
+def key_batch_stats(xs, w):
+    """Mean and (biased) variance of the keys `f_r(x)` over a batch, by loop
+    (samples whose key is not finite are left out)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        keys = [x @ w["read_kernel"] + w["read_bias"] for x in xs]
+    keys = [k for k in keys if np.all(np.isfinite(k))]  # left out, as in the layer
+    mean = sum(keys) / len(keys)
+    variance = sum((k - mean) ** 2 for k in keys) / len(keys)
+    return mean, variance
+
+
+def mbaf_batch(
+    xs,
+    x_composes,
+    memory,
+    w,
+    reading="softmax_features",
+    write="soft",
+    similarity="dot",
+    key_stats=None,
+):
     """A batch: every sample reads `memory` as it was at the batch start,
     then the writes of Eq. 8 are applied sample by sample, in order.
+
+    `key_stats`: `(mean, variance)` of the keys for the "centered_"
+    similarities (e.g. `key_batch_stats` in training).
 
     Returns `(outputs, new_memory, z, alpha, skipped)` with `skipped` the
     number of sample writes that were skipped as non-finite.
     """
     outputs, zs, alphas, hs = [], [], [], []
     for x, xc in zip(xs, x_composes):
-        o, z, alpha, h = mbaf_sample(x, xc, memory, w, reading)
+        o, z, alpha, h = mbaf_sample(x, xc, memory, w, reading, similarity, key_stats)
         outputs.append(o)
         zs.append(z)
         alphas.append(alpha)

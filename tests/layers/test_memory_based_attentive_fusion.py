@@ -10,10 +10,12 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 from keras import ops
+from mbaf_reference import key_batch_stats
 from mbaf_reference import mbaf_batch
 from mbaf_reference import softmax
 from mbaf_reference import write_one
 
+from mmfusion_keras.inspection import memory_health
 from mmfusion_keras.inspection import memory_is_collapsed
 from mmfusion_keras.inspection import model_memory_health
 from mmfusion_keras.layers import MemoryBasedAttentiveFusion
@@ -23,7 +25,19 @@ from mmfusion_keras.testing import run_layer_conformance
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 READINGS = ["softmax_features", "literal", "rescaled", "vector"]
-OLD = {"write": "soft", "composition_attention": "softmax_features"}
+SIMILARITIES = [
+    "dot",
+    "scaled",
+    "cosine",
+    "centered_dot",
+    "centered_scaled",
+    "centered_cosine",
+]
+OLD = {
+    "write": "soft",
+    "composition_attention": "softmax_features",
+    "read_similarity": "dot",
+}
 rng = np.random.default_rng(0)
 A = rng.standard_normal((5, 3)).astype("float32")
 T = rng.standard_normal((5, 4)).astype("float32")
@@ -51,7 +65,36 @@ def _weights(layer, j=0):
         weights["attention_kernel"] = np_(
             layer.attentions[j].attentive_projection.kernel
         )
+    if layer.read_sharpness:
+        weights["read_sharpness"] = np_(layer.read_sharpness[j])
     return weights
+
+
+def _reference(layer, x, xc, memory, training, j=0):
+    """`mbaf_batch` with the layer's readings and weights; the key
+    statistics of the "centered_" similarities are the batch's in training,
+    the layer's moving ones otherwise."""
+    w = _weights(layer, j)
+    stats = None
+    if layer.read_similarity.startswith("centered"):
+        if training:
+            stats = key_batch_stats(x, w)
+        else:
+            norm = layer.key_normalizations[j]
+            stats = (
+                ops.convert_to_numpy(norm.moving_mean).astype("float64"),
+                ops.convert_to_numpy(norm.moving_variance).astype("float64"),
+            )
+    return mbaf_batch(
+        x,
+        xc,
+        memory,
+        w,
+        layer.composition_attention,
+        layer.write,
+        layer.read_similarity,
+        stats,
+    )
 
 
 def _randomize(layer, seed=0):
@@ -127,6 +170,13 @@ def _errors():
             r"Received: composition_attention='dot'",
         ),
         (
+            "read_similarity",
+            lambda: MemoryBasedAttentiveFusion(read_similarity="euclidean"),
+            r"argument `read_similarity`, expected one of \('dot', 'scaled', "
+            r"'cosine', 'centered_dot', 'centered_scaled', 'centered_cosine'\). "
+            r"Received: read_similarity='euclidean'",
+        ),
+        (
             "vector + composition_units",
             lambda: MemoryBasedAttentiveFusion(
                 composition_attention="vector", composition_units=5
@@ -145,27 +195,28 @@ def _errors():
 
 
 @pytest.mark.parametrize(
-    "kwargs,n_trainable,n_memories",
+    "kwargs,n_trainable,n_non_trainable",
     [
-        # Defaults: selected write, literal Eq. 5-6 (no attention weights).
-        ({"memory_slots": 4, "seed": 1}, 5, 1),
-        ({"memory_slots": 4, "read": "cross", "composition_units": 5, **OLD}, 6, 1),
+        # Defaults: selected write, literal Eq. 5-6 (no attention weights),
+        # centered keys (moving mean and variance) + memory + skipped_writes.
+        ({"memory_slots": 4, "seed": 1}, 5, 4),
+        ({"memory_slots": 4, "read": "cross", "composition_units": 5, **OLD}, 6, 2),
         (
             {"memory_slots": 3, "memory": "per_modality"}
-            | {"composition_attention": "vector"},
-            12,
-            2,
+            | {"composition_attention": "vector", "read_similarity": "cosine"},
+            14,  # + one sharpness per memory
+            3,
         ),
     ],
 )
-def test_conformance(kwargs, n_trainable, n_memories):
+def test_conformance(kwargs, n_trainable, n_non_trainable):
     run_layer_conformance(
         MemoryBasedAttentiveFusion,
         kwargs,
         [(None, 3), (None, 4)],
         expected_output_shape=(None, 7),
         expected_num_trainable_weights=n_trainable,
-        expected_num_non_trainable_weights=n_memories + 1,  # + skipped_writes
+        expected_num_non_trainable_weights=n_non_trainable,
         error_cases=_errors(),
     )
 
@@ -177,9 +228,33 @@ def test_three_modalities_conformance():
         [(None, 2), (None, 3), (None, 1)],
         expected_output_shape=(None, 6),
         expected_num_trainable_weights=6,
-        expected_num_non_trainable_weights=2,
+        expected_num_non_trainable_weights=4,
         run_mixed_precision=False,
     )
+
+
+def _check_against_reference(layer, read="self"):
+    layer.build([A.shape, T.shape])
+    _randomize(layer)
+    x = np.concatenate([A, T], axis=-1).astype("float64")
+    xc = np.concatenate([T, A], axis=-1).astype("float64") if read == "cross" else x
+    memory = _memory(layer)
+    ref_out, ref_memory, ref_z, ref_alpha, _ = _reference(layer, x, xc, memory, False)
+    out = ops.convert_to_numpy(layer([A, T], training=False))
+    np.testing.assert_allclose(out, ref_out, atol=1e-5)
+    # Inference leaves the memory alone; training writes Eq. 8.
+    np.testing.assert_array_equal(_memory(layer), memory)
+    report = layer.inspect([A, T])
+    np.testing.assert_allclose(report["read_weights"], ref_z, atol=1e-5)
+    np.testing.assert_allclose(report["attention"], ref_alpha, atol=1e-5)
+    np.testing.assert_allclose(report["memory_after_write"], ref_memory, atol=1e-5)
+    np.testing.assert_array_equal(_memory(layer), memory)  # inspect is read-only
+    train_out, train_memory, _, _, _ = _reference(layer, x, xc, memory, True)
+    out_train = ops.convert_to_numpy(layer([A, T], training=True))
+    np.testing.assert_allclose(out_train, train_out, atol=1e-5)
+    np.testing.assert_allclose(_memory(layer), train_memory, atol=1e-5)
+    assert not np.allclose(_memory(layer), memory)
+    return ref_z
 
 
 @pytest.mark.parametrize("write", ["soft", "selected"])
@@ -191,27 +266,16 @@ def test_matches_numpy_reference(read, reading, write):
     layer = MemoryBasedAttentiveFusion(
         memory_slots=6, read=read, seed=3, write=write, composition_attention=reading
     )
-    layer.build([A.shape, T.shape])
-    _randomize(layer)
-    out = ops.convert_to_numpy(layer([A, T], training=False))
-    x = np.concatenate([A, T], axis=-1).astype("float64")
-    xc = np.concatenate([T, A], axis=-1).astype("float64") if read == "cross" else x
-    memory = _memory(layer)
-    ref_out, ref_memory, ref_z, ref_alpha, _ = mbaf_batch(
-        x, xc, memory, _weights(layer), reading, write
+    _check_against_reference(layer, read)
+
+
+@pytest.mark.parametrize("similarity", SIMILARITIES)
+def test_read_similarities_match_numpy_reference(similarity):
+    layer = MemoryBasedAttentiveFusion(
+        memory_slots=6, seed=3, read_similarity=similarity
     )
-    np.testing.assert_allclose(out, ref_out, atol=1e-5)
-    # Inference leaves the memory alone; training writes Eq. 8.
-    np.testing.assert_array_equal(_memory(layer), memory)
-    report = layer.inspect([A, T])
-    np.testing.assert_allclose(report["read_weights"], ref_z, atol=1e-5)
-    np.testing.assert_allclose(report["attention"], ref_alpha, atol=1e-5)
-    np.testing.assert_allclose(report["memory_after_write"], ref_memory, atol=1e-5)
-    np.testing.assert_array_equal(_memory(layer), memory)  # inspect is read-only
-    out_train = ops.convert_to_numpy(layer([A, T], training=True))
-    np.testing.assert_allclose(out_train, ref_out, atol=1e-5)
-    np.testing.assert_allclose(_memory(layer), ref_memory, atol=1e-5)
-    assert not np.allclose(_memory(layer), memory)
+    z = _check_against_reference(layer)
+    assert not np.allclose(z[0], z[1])  # the read depends on the input
 
 
 @pytest.mark.parametrize("reading,write", [("literal", "selected"), ("vector", "soft")])
@@ -231,8 +295,8 @@ def test_per_modality_matches_reference(reading, write):
     outs = []
     for j, x in enumerate([A, T]):  # Eq. 13: x = x_i, one memory each
         x = x.astype("float64")
-        ref_out, ref_memory, _, _, _ = mbaf_batch(
-            x, x, _memory(untouched, j), _weights(layer, j), reading, write
+        ref_out, ref_memory, _, _, _ = _reference(
+            layer, x, x, _memory(untouched, j), True, j
         )
         outs.append(ref_out)
         np.testing.assert_allclose(_memory(layer, j), ref_memory, atol=1e-5)
@@ -293,9 +357,7 @@ def test_non_finite_sample_skips_its_write(write):
     assert np.isfinite(after).all()
     # Equal to writing the finite samples only (the reference skips the others).
     x = np.concatenate([bad, T], axis=-1).astype("float64")
-    _, ref_memory, _, _, skipped = mbaf_batch(
-        x, x, before, _weights(layer), layer.composition_attention, write
-    )
+    _, ref_memory, _, _, skipped = _reference(layer, x, x, before, True)
     assert skipped == 2
     np.testing.assert_allclose(after, ref_memory, atol=1e-5)
     assert float(ops.convert_to_numpy(layer.skipped_writes)) == 2.0
@@ -535,13 +597,26 @@ def test_file_saved_before_the_readings_loads_with_the_old_readings():
 
 def test_old_config_without_the_new_keys_means_the_old_readings():
     config = MemoryBasedAttentiveFusion(memory_slots=3).get_config()
-    del config["write"], config["composition_attention"]
+    del config["write"], config["composition_attention"], config["read_similarity"]
     old = MemoryBasedAttentiveFusion.from_config(config)
-    assert (old.write, old.composition_attention) == ("soft", "softmax_features")
+    assert (old.write, old.composition_attention, old.read_similarity) == (
+        "soft",
+        "softmax_features",
+        "dot",
+    )
+    # Saved between the readings and `read_similarity`: the dot product.
+    config = MemoryBasedAttentiveFusion(memory_slots=3).get_config()
+    del config["read_similarity"]
+    middle = MemoryBasedAttentiveFusion.from_config(config)
+    assert (middle.write, middle.read_similarity) == ("selected", "dot")
     new = MemoryBasedAttentiveFusion.from_config(
         MemoryBasedAttentiveFusion(memory_slots=3).get_config()
     )
-    assert (new.write, new.composition_attention) == ("selected", "literal")
+    assert (new.write, new.composition_attention, new.read_similarity) == (
+        "selected",
+        "literal",
+        "centered_dot",
+    )
 
 
 def _clustered(n, seed):
@@ -566,3 +641,39 @@ def test_default_layer_keeps_its_memory_alive_on_a_clustered_task():
     (health,) = model_memory_health(model, x_test)
     assert not memory_is_collapsed(health), health
     assert model.evaluate(x_test, y_test, verbose=0)[1] > 0.5
+
+
+def test_centered_keys_spread_reads_that_the_dot_product_gives_one_slot():
+    # Trained-model-like conditions measured on the shipped avdigits model:
+    # non-negative encodings (ReLU) with a shared component, so the keys
+    # f_r(x) point in nearly one direction, and slots that hold written
+    # ReLU vectors of norm ~20. Eq. 2's dot product then reads few slots,
+    # chosen by the mean key rather than by the input; centered keys (standardized with the statistics of the
+    # keys, here set as after training) read the slot that matches the
+    # input's own deviation from the mean key.
+    keras.utils.set_random_seed(0)
+    r = np.random.default_rng(0)
+    x = np.maximum(r.standard_normal((64, 12)) + 5.0, 0.0).astype("float32")
+    inputs = [x[:, :5], x[:, 5:]]
+    memory = np.maximum(r.standard_normal((10, 12)) + 0.5, 0.0)
+    memory = 20.0 * memory / np.linalg.norm(memory, axis=1, keepdims=True)
+    reads = {}
+    for similarity in ("dot", "centered_dot"):
+        layer = MemoryBasedAttentiveFusion(
+            memory_slots=10, seed=0, read_similarity=similarity
+        )
+        layer.build([(None, 5), (None, 7)])
+        layer.memories[0].assign(memory.astype("float32"))
+        if similarity == "centered_dot":
+            keys = ops.convert_to_numpy(layer.read_projections[0](x))
+            layer.key_normalizations[0].moving_mean.assign(keys.mean(axis=0))
+            layer.key_normalizations[0].moving_variance.assign(keys.var(axis=0))
+        reads[similarity] = layer.inspect(inputs)["read_weights"]
+    dot = memory_health(memory, reads["dot"])
+    centered = memory_health(memory, reads["centered_dot"])
+    assert dot["top_slot_share"] >= 2 * centered["top_slot_share"], (dot, centered)
+    assert centered["slots_read"] >= 5, centered
+    assert centered["top_slot_share"] <= 0.5, centered
+    # Two different samples give different read weights.
+    z = reads["centered_dot"]
+    assert np.abs(z[0] - z[1]).max() > 0.1
