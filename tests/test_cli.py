@@ -136,6 +136,7 @@ def test_train_and_evaluate_bundled_task(task, tmp_path, capsys):
                 task,
                 "--fusion",
                 "concat",
+                *(["--text-encoder", "tokens"] if task == "speech-text" else []),
                 "--epochs",
                 "1",
                 "--batch-size",
@@ -224,6 +225,8 @@ def trained_speech_text(tmp_path_factory):
                 "speech-text",
                 "--fusion",
                 "mbaf",
+                "--text-encoder",
+                "tokens",  # fast; the MiniLM kinds: test_speech_text_pipeline
                 "--epochs",
                 "1",
                 "--max-examples",
