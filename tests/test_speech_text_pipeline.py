@@ -195,20 +195,22 @@ def test_fusion_models_take_frozen_text_features():
         None, audio_samples=8000, text_shape=(4, 50), fusion="concat", units=8
     )
     assert [tuple(t.shape) for t in words.inputs] == [(None, 8000), (None, 4, 50)]
-    x = {
-        "audio": np.zeros((2, 8000), "float32"),
-        "text": np.ones((2, 4, 50), "float32"),
-    }
-    assert words.predict(x, verbose=0).shape == (2, 4)
+    assert tuple(words.outputs[0].shape) == (None, 4)
 
 
-def _attention_of(model, layer, inputs):
-    """Call `layer` with its inputs in `model` and return_attention_scores."""
-    node = layer._inbound_nodes[0]
-    tensors = node.arguments.keras_tensors
-    values = keras.Model(model.inputs, tensors)(inputs)
-    args, kwargs = node.arguments.fill_in({id(k): v for k, v in zip(tensors, values)})
-    return layer(*args, **kwargs, return_attention_scores=True)[1]
+def _attention_maps(model, layers, inputs):
+    """Call each of `layers` on its inputs in `model` (one forward pass for
+    all of them) with `return_attention_scores=True`; also the output."""
+    nodes = [layer._inbound_nodes[0] for layer in layers]
+    tensors = [t for node in nodes for t in node.arguments.keras_tensors]
+    values = keras.Model(model.inputs, tensors + list(model.outputs))(inputs)
+    known = {id(k): v for k, v in zip(tensors, values)}
+    maps = []
+    for layer, node in zip(layers, nodes):
+        args, kwargs = node.arguments.fill_in(known)
+        weights = layer(*args, **kwargs, return_attention_scores=True)[1]
+        maps.append(keras.ops.convert_to_numpy(weights))
+    return maps, keras.ops.convert_to_numpy(values[-1])
 
 
 def test_sequence_model_attends_only_to_real_words_and_frames(tmp_path):
@@ -227,24 +229,25 @@ def test_sequence_model_attends_only_to_real_words_and_frames(tmp_path):
         if isinstance(layer, (CrossModalAttention, DeltaSelfAttention))
     }
     assert sorted(layers) == ["audio_delta_attention", "audio_to_text", "text_to_audio"]
-    words_x_frames = keras.ops.convert_to_numpy(
-        _attention_of(model, layers["audio_to_text"], inputs)
+    names = ["audio_to_text", "text_to_audio", "audio_delta_attention"]
+    (words_x_frames, frames_x_words, delta), p = _attention_maps(
+        model, [layers[n] for n in names], inputs
     )
     frames = words_x_frames.shape[-1]
     assert words_x_frames.shape == (2, 2, 5, frames)
     np.testing.assert_allclose(words_x_frames.sum(-1), 1.0, atol=1e-5)
     assert np.all(words_x_frames[1, :, :, 2:] == 0.0)
-    frames_x_words = keras.ops.convert_to_numpy(
-        _attention_of(model, layers["text_to_audio"], inputs)
-    )
     assert frames_x_words.shape == (2, 2, frames, 5)
     assert np.all(frames_x_words[1, :, :, 2:] == 0.0)
-    # Padding does not change the prediction: more zero padding, same output.
-    p = model.predict(inputs, verbose=0)
+    assert delta.shape == (2, 2, frames, frames)
+    assert np.all(delta[1, :, :, 2:] == 0.0)
+    # The custom mask layers round-trip through a .keras file (eager calls:
+    # compiling `predict` for one batch costs JAX more than it saves).
     path = tmp_path / "sequence.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(loaded.predict(inputs, verbose=0), p, atol=1e-5)
+    q = keras.ops.convert_to_numpy(loaded(inputs, training=False))
+    np.testing.assert_allclose(q, p, atol=1e-5)
 
 
 @pytest.fixture
