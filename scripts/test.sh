@@ -7,12 +7,17 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh || exit 1
 export TF_CPP_MIN_LOG_LEVEL=3
+# Two pytest-xdist workers per backend (one per core of the CI machine); a
+# test file stays on one worker, so its module fixtures are built once.
+# MMFUSION_TEST_WORKERS=0 runs in a single process.
+workers=${MMFUSION_TEST_WORKERS:-2}
 status=0
 summary=()
 for backend in tensorflow jax torch; do
     echo "=== KERAS_BACKEND=$backend"
     start=$(date +%s)
-    KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -rs "$@"
+    KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -rs \
+        -n "$workers" --dist loadfile "$@"
     code=$?
     took=$(( $(date +%s) - start ))
     if [ $code -ne 0 ]; then status=1; fi

@@ -125,32 +125,45 @@ def test_evaluate_names_empty_and_truncated_keras_files(trained, tmp_path, capsy
     assert f"not a valid .keras file: {truncated} ({len(data) // 2} bytes;" in err
 
 
+@pytest.fixture(scope="module")
+def trained_bundled(tmp_path_factory):
+    """One small concat model per bundled task, trained once per module."""
+    runs = {}
+
+    def train(task):
+        if task not in runs:
+            out = tmp_path_factory.mktemp(task)
+            code = main(
+                [
+                    "train",
+                    "--task",
+                    task,
+                    "--fusion",
+                    "concat",
+                    # fast; the MiniLM kinds: tests/test_speech_text_pipeline.py
+                    *(["--text-encoder", "tokens"] if task == "speech-text" else []),
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "16",
+                    "--max-examples",
+                    "32",
+                    "--output",
+                    str(out),
+                    "--verbose",
+                    "0",
+                ]
+            )
+            assert code == 0
+            runs[task] = out
+        return runs[task]
+
+    return train
+
+
 @pytest.mark.parametrize("task", ["speech-text", "avdigits"])
-def test_train_and_evaluate_bundled_task(task, tmp_path, capsys):
-    out = tmp_path / task
-    assert (
-        main(
-            [
-                "train",
-                "--task",
-                task,
-                "--fusion",
-                "concat",
-                *(["--text-encoder", "tokens"] if task == "speech-text" else []),
-                "--epochs",
-                "1",
-                "--batch-size",
-                "16",
-                "--max-examples",
-                "32",
-                "--output",
-                str(out),
-                "--verbose",
-                "0",
-            ]
-        )
-        == 0
-    )
+def test_train_and_evaluate_bundled_task(task, trained_bundled, capsys):
+    out = trained_bundled(task)
     card = json.loads((out / "model_card.json").read_text())
     assert card["task"] == task and card["epochs_run"] == 1
     capsys.readouterr()
@@ -162,7 +175,8 @@ def test_train_and_evaluate_bundled_task(task, tmp_path, capsys):
     assert f"on {task}/validation" in capsys.readouterr().out
 
 
-def test_evaluate_on_a_manifest_folder(trained_speech_text, tmp_path, capsys):
+def test_evaluate_on_a_manifest_folder(trained_bundled, tmp_path, capsys):
+    trained_speech_text = trained_bundled("speech-text") / "model.keras"
     import soundfile
 
     from mmfusion_keras.datasets.speech_text import load_speech_text
@@ -212,34 +226,6 @@ def test_evaluate_on_a_manifest_folder(trained_speech_text, tmp_path, capsys):
         == 2
     )
     assert "--data must be a bundled split" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def trained_speech_text(tmp_path_factory):
-    out = tmp_path_factory.mktemp("st")
-    assert (
-        main(
-            [
-                "train",
-                "--task",
-                "speech-text",
-                "--fusion",
-                "mbaf",
-                "--text-encoder",
-                "tokens",  # fast; the MiniLM kinds: test_speech_text_pipeline
-                "--epochs",
-                "1",
-                "--max-examples",
-                "32",
-                "--output",
-                str(out),
-                "--verbose",
-                "0",
-            ]
-        )
-        == 0
-    )
-    return out / "model.keras"
 
 
 def test_late_fusion_is_refused_where_it_does_not_apply(capsys):
