@@ -905,6 +905,11 @@ EXPERIMENTS = {
         "delta self-attention readings and the hierarchical model on the "
         "generated delta task (Panchal)",
     ),
+    "reproduce": (
+        "reproduce",
+        "run a paper's experiment on your copy of its corpus, with the paper's "
+        "numbers beside yours (--list for the recipes)",
+    ),
 }
 
 
