@@ -19,7 +19,22 @@ front-padded 1 s clips, 79 frames.
 Run: `mmfusion snr-grid --output runs/snr_grid` (small defaults: a 4 x 4
 grid, 16 units, a few epochs) or `python -m mmfusion_keras.experiments.snr_grid`.
 `--paper-sizes` uses the paper's layer sizes (64 units, Dense 128) and
-`--full-grid` a 10 x 10 grid.
+`--full-grid` a 10 x 10 grid. `--seeds 0,1,2` repeats everything per seed
+(weights, order and noise) and adds `snr_grid_summary.csv` (mean and
+standard deviation per cell over the seeds); `--aggregate DIR,DIR,...`
+writes that summary (and the heatmaps of the means) from runs made
+separately, e.g. one process per seed. The paper's other figures:
+
+- `--train-grid` (Fig. 2): one model per variant at every training pair
+  of `--train-audio-snrs` x `--train-image-snrs` (default 4 x 4 = 16, as
+  the paper), each tested on the grid; `snr_train_grid_<variant>.png`
+  shows one heatmap per training pair (the pair boxed in red).
+- `--unimodal-curves` (Fig. 3-4): the image-only model (`initial_no_audio`)
+  trained at each of `--train-image-snrs` and the audio-only model
+  (`initial_no_image`) at each of `--train-audio-snrs`, each tested over
+  its own modality's test SNRs (the other input is zeroed by the model);
+  `snr_curves.png` plots accuracy against test SNR, one line per
+  training SNR.
 
 Reference:
     Barnum, Talukder, Yue, "On the Benefits of Early Fusion in Multimodal
@@ -50,7 +65,9 @@ CSV_FIELDS = (
     "test_image_snr",
     "accuracy",
     "num_test",
+    "seed",
 )
+SUMMARY_FIELDS = CSV_FIELDS[:5] + ("mean", "std", "num_seeds", "num_test")
 
 
 def parse_snr(text):
@@ -165,6 +182,44 @@ def add_arguments(parser):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0, help="weights, order, noise")
     parser.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated seeds: the whole run once per seed, plus "
+        "snr_grid_summary.csv with the mean and std per cell (overrides --seed)",
+    )
+    parser.add_argument(
+        "--train-grid",
+        action="store_true",
+        help="Fig. 2: train at every pair of --train-audio-snrs x "
+        "--train-image-snrs instead of --train-snr",
+    )
+    parser.add_argument(
+        "--unimodal-curves",
+        action="store_true",
+        help="Fig. 3-4: image-only and audio-only models (initial fusion with "
+        "the other input zeroed) trained at each of --train-image-snrs / "
+        "--train-audio-snrs, tested over their own modality's test SNRs",
+    )
+    parser.add_argument(
+        "--train-audio-snrs",
+        default=None,
+        help="training audio SNRs of --train-grid / --unimodal-curves "
+        "(default: the test audio SNRs)",
+    )
+    parser.add_argument(
+        "--train-image-snrs",
+        default=None,
+        help="training image SNRs of --train-grid / --unimodal-curves "
+        "(default: the test image SNRs)",
+    )
+    parser.add_argument(
+        "--aggregate",
+        default=None,
+        help="comma-separated output directories of earlier runs: write the "
+        "mean/std summary and heatmaps of their snr_grid.csv to --output "
+        "(no training)",
+    )
+    parser.add_argument(
         "--max-train", type=int, default=None, help="first N training examples"
     )
     parser.add_argument(
@@ -176,6 +231,11 @@ def add_arguments(parser):
         default=None,
         help="keep only the last N spectrogram frames (the audio is "
         "front-padded, so the speech is at the end); quick runs and tests",
+    )
+    parser.add_argument(
+        "--run-eagerly",
+        action="store_true",
+        help="do not compile the train step (faster for tiny smoke runs)",
     )
     parser.add_argument("--verbose", type=int, default=1)
     return parser
@@ -235,18 +295,39 @@ def _test_inputs(audio_snrs, image_snrs, seed, max_examples, noise):
     return audio, images, labels
 
 
-def run(args):
-    """Runs the study for parsed `args`; returns the list of CSV rows."""
-    import keras
+def _snr_list(text):
+    return [parse_snr(x) for x in text.split(",")]
 
-    from mmfusion_keras.models.early_fusion import build_early_fusion_model
 
-    start = time.time()
+def _jobs(args, variants, train, audio_snrs, image_snrs):
+    """`(variant, (train audio, train image), [(test audio, test image)])`."""
+    grid = [(a, v) for a in audio_snrs for v in image_snrs]
+    train_audio = _snr_list(args.train_audio_snrs) if args.train_audio_snrs else None
+    train_image = _snr_list(args.train_image_snrs) if args.train_image_snrs else None
+    if args.unimodal_curves:
+        return [
+            ("initial_no_audio", (None, v), [(None, t) for t in image_snrs])
+            for v in (train_image or image_snrs)
+        ] + [
+            ("initial_no_image", (a, None), [(t, None) for t in audio_snrs])
+            for a in (train_audio or audio_snrs)
+        ]
+    if args.train_grid:
+        pairs = [
+            (a, v)
+            for a in (train_audio or audio_snrs)
+            for v in (train_image or image_snrs)
+        ]
+        return [(variant, pair, grid) for pair in pairs for variant in variants]
+    return [(variant, tuple(train), grid) for variant in variants]
+
+
+def _settings(args):
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not variants:
         raise ValueError("snr-grid: `--variants` is empty.")
     parsed = {v: parse_variant(v) for v in variants}
-    train = [parse_snr(s) for s in args.train_snr.split(",")]
+    train = _snr_list(args.train_snr)
     if len(train) != 2:
         raise ValueError(
             "snr-grid: `--train-snr` takes two values 'audio,image'. "
@@ -256,14 +337,37 @@ def run(args):
         audio_snrs = [parse_snr(s) for s in FULL_SNRS]
         image_snrs = list(audio_snrs)
     else:
-        audio_snrs = [
-            parse_snr(s)
-            for s in (args.audio_snrs or ",".join(SMALL_AUDIO_SNRS)).split(",")
-        ]
-        image_snrs = [
-            parse_snr(s)
-            for s in (args.image_snrs or ",".join(SMALL_IMAGE_SNRS)).split(",")
-        ]
+        audio_snrs = _snr_list(args.audio_snrs or ",".join(SMALL_AUDIO_SNRS))
+        image_snrs = _snr_list(args.image_snrs or ",".join(SMALL_IMAGE_SNRS))
+    if args.seeds:
+        try:
+            seeds = [int(x) for x in args.seeds.split(",")]
+        except ValueError:
+            seeds = []
+        if not seeds:
+            raise ValueError(
+                "snr-grid: `--seeds` takes comma-separated integers, e.g. 0,1,2. "
+                f"Received: {args.seeds!r}"
+            )
+    else:
+        seeds = [args.seed]
+    return variants, parsed, train, audio_snrs, image_snrs, seeds
+
+
+def run(args):
+    """Runs the study for parsed `args`; returns the list of CSV rows."""
+    import keras
+
+    from mmfusion_keras.models.early_fusion import build_early_fusion_model
+
+    start = time.time()
+    if args.aggregate:
+        return aggregate(args)
+    variants, parsed, train, audio_snrs, image_snrs, seeds = _settings(args)
+    jobs = _jobs(args, variants, train, audio_snrs, image_snrs)
+    variants = list(dict.fromkeys(variant for variant, _, _ in jobs))
+    for variant in variants:
+        parsed.setdefault(variant, parse_variant(variant))
     sizes = dict(PAPER_SIZES if args.paper_sizes else SMALL_SIZES)
     if args.units is not None:
         sizes["units"] = args.units
@@ -275,108 +379,156 @@ def run(args):
         _check_int(name.replace("_", "-"), sizes.get(name, getattr(args, name, None)))
     os.makedirs(args.output, exist_ok=True)
 
-    _log(args, f"snr-grid: loading data (backend {keras.config.backend()})")
-    noise = {"convention": args.snr_convention, "order": args.noise_order}
-    train_ds = _load("train", train[0], train[1], args.seed, args.max_train, noise)
-    x_train, y_train = train_ds.inputs, train_ds.labels
-    test_audio, test_images, y_test = _test_inputs(
-        audio_snrs, image_snrs, args.seed, args.max_test, noise
+    _log(
+        args,
+        f"snr-grid: {len(jobs)} model(s) x {len(seeds)} seed(s) "
+        f"(backend {keras.config.backend()})",
     )
-    if args.last_frames is not None:
-        x_train = {**x_train, "audio": x_train["audio"][:, -args.last_frames :]}
-        test_audio = {a: x[:, -args.last_frames :] for a, x in test_audio.items()}
-    audio_shape = tuple(x_train["audio"].shape[1:])
-    image_shape = tuple(x_train["image"].shape[1:])
-    data_time = time.time() - start
-
+    noise = {"convention": args.snr_convention, "order": args.noise_order}
     rows, timings = [], {}
-    for variant in variants:
-        fusion, zero_input = parsed[variant]
-        keras.utils.set_random_seed(args.seed)
-        model = build_early_fusion_model(
-            fusion,
-            image_shape=image_shape,
-            audio_shape=audio_shape,
-            zero_input=zero_input,
-            name=variant,
-            **sizes,
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(args.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+    data_time = 0.0
+    for seed in seeds:
         t0 = time.time()
-        history = model.fit(
-            x_train,
-            y_train,
-            batch_size=args.batch_size,
-            epochs=args.epochs,
-            verbose=2 if args.verbose > 1 else 0,
+        needed_audio = list(dict.fromkeys(a for _, _, t in jobs for a, _ in t))
+        needed_image = list(dict.fromkeys(v for _, _, t in jobs for _, v in t))
+        test_audio, test_images, y_test = _test_inputs(
+            needed_audio, needed_image, seed, args.max_test, noise
         )
-        t1 = time.time()
-        for a in audio_snrs:
-            for v in image_snrs:
+        if args.last_frames is not None:
+            test_audio = {a: x[:, -args.last_frames :] for a, x in test_audio.items()}
+        data_time += time.time() - t0
+        train_sets = {}
+        for variant, pair, tests in jobs:
+            if pair not in train_sets:
+                t0 = time.time()
+                ds = _load("train", pair[0], pair[1], seed, args.max_train, noise)
+                x_train = ds.inputs
+                if args.last_frames is not None:
+                    x_train = {
+                        **x_train,
+                        "audio": x_train["audio"][:, -args.last_frames :],
+                    }
+                train_sets = {pair: (x_train, ds.labels)}  # one pair kept at a time
+                data_time += time.time() - t0
+            x_train, y_train = train_sets[pair]
+            audio_shape = tuple(x_train["audio"].shape[1:])
+            image_shape = tuple(x_train["image"].shape[1:])
+            fusion, zero_input = parsed[variant]
+            keras.utils.set_random_seed(seed)
+            model = build_early_fusion_model(
+                fusion,
+                image_shape=image_shape,
+                audio_shape=audio_shape,
+                zero_input=zero_input,
+                name=variant,
+                **sizes,
+            )
+            model.compile(
+                optimizer=keras.optimizers.Adam(args.learning_rate),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+                run_eagerly=args.run_eagerly,
+            )
+            t0 = time.time()
+            history = model.fit(
+                x_train,
+                y_train,
+                batch_size=args.batch_size,
+                epochs=args.epochs,
+                verbose=2 if args.verbose > 1 else 0,
+            )
+            t1 = time.time()
+            at_train = None
+            for a, v in tests:
                 probs = model.predict(
                     {"image": test_images[v], "audio": test_audio[a]},
                     batch_size=256,
                     verbose=0,
                 )
                 accuracy = float(np.mean(np.argmax(probs, axis=-1) == y_test))
+                if (a, v) == pair:
+                    at_train = accuracy
                 rows.append(
                     {
                         "variant": variant,
-                        "train_audio_snr": snr_label(train[0]),
-                        "train_image_snr": snr_label(train[1]),
+                        "train_audio_snr": snr_label(pair[0]),
+                        "train_image_snr": snr_label(pair[1]),
                         "test_audio_snr": snr_label(a),
                         "test_image_snr": snr_label(v),
                         "accuracy": round(accuracy, 6),
                         "num_test": int(len(y_test)),
+                        "seed": seed,
                     }
                 )
-        t2 = time.time()
-        timings[variant] = {
-            "train_seconds": round(t1 - t0, 1),
-            "eval_seconds": round(t2 - t1, 1),
-            "final_train_accuracy": float(history.history["accuracy"][-1]),
-            "params": int(model.count_params()),
-        }
-        at_train = [
-            r["accuracy"]
-            for r in rows
-            if r["variant"] == variant
-            and r["test_audio_snr"] == snr_label(train[0])
-            and r["test_image_snr"] == snr_label(train[1])
-        ]
-        _log(
-            args,
-            f"snr-grid: {variant}: trained {t1 - t0:.0f} s, evaluated {t2 - t1:.0f} s"
-            + (
-                f", test accuracy at the training SNRs {at_train[0]:.3f}"
-                if at_train
-                else ""
-            ),
-        )
+            t2 = time.time()
+            key = variant
+            if args.train_grid or args.unimodal_curves:
+                key += f"@{snr_label(pair[0])},{snr_label(pair[1])}"
+            if len(seeds) > 1:
+                key += f"#seed{seed}"
+            timings[key] = {
+                "train_seconds": round(t1 - t0, 1),
+                "eval_seconds": round(t2 - t1, 1),
+                "final_train_accuracy": float(history.history["accuracy"][-1]),
+                "params": int(model.count_params()),
+            }
+            _log(
+                args,
+                f"snr-grid: {key}: trained {t1 - t0:.0f} s, evaluated {t2 - t1:.0f} s"
+                + (
+                    f", test accuracy at the training SNRs {at_train:.3f}"
+                    if at_train is not None
+                    else ""
+                ),
+            )
 
     csv_path = os.path.join(args.output, "snr_grid.csv")
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    png_path = os.path.join(args.output, "snr_grid.png")
-    plot_grid(rows, variants, audio_snrs, image_snrs, train, png_path)
+    _write_csv(csv_path, CSV_FIELDS, rows)
+    summary_rows = summarize(rows)
+    if len(seeds) > 1:
+        _write_csv(
+            os.path.join(args.output, "snr_grid_summary.csv"),
+            SUMMARY_FIELDS,
+            summary_rows,
+        )
+    mean_rows = [{**r, "accuracy": r["mean"]} for r in summary_rows]
+    if args.unimodal_curves:
+        png_path = os.path.join(args.output, "snr_curves.png")
+        plot_curves(mean_rows, png_path)
+    elif args.train_grid:
+        png_path = os.path.join(args.output, "snr_train_grid_<variant>.png")
+        for variant in variants:
+            plot_train_grid(
+                mean_rows,
+                variant,
+                audio_snrs,
+                image_snrs,
+                png_path.replace("<variant>", variant),
+            )
+    else:
+        png_path = os.path.join(args.output, "snr_grid.png")
+        plot_grid(mean_rows, variants, audio_snrs, image_snrs, train, png_path)
+    params = {}
+    for key, value in timings.items():
+        params.setdefault(key.split("@")[0].split("#")[0], value["params"])
     summary = {
         "command": getattr(args, "command_line", None),
         "backend": keras.config.backend(),
         "keras": keras.__version__,
-        "seed": args.seed,
+        "seed": seeds[0] if len(seeds) == 1 else None,
+        "seeds": seeds,
         "variants": variants,
+        "figure": "3-4" if args.unimodal_curves else "2" if args.train_grid else "1",
         "train_snr": [snr_label(s) for s in train],
+        "train_pairs": sorted(
+            {(r["train_audio_snr"], r["train_image_snr"]) for r in rows}
+        ),
         "snr_convention": args.snr_convention,
         "noise_order": args.noise_order,
         "audio_snrs": [snr_label(s) for s in audio_snrs],
         "image_snrs": [snr_label(s) for s in image_snrs],
         "sizes": sizes,
+        "params": params,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
@@ -396,10 +548,115 @@ def run(args):
     return rows
 
 
+def _write_csv(path, fields, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summarize(rows):
+    """Mean and (population) std of the accuracy per cell over seeds.
+
+    A cell is (variant, training SNRs, test SNRs); returns one dict per
+    cell with `mean`, `std`, `num_seeds` and `num_test`, in first-seen order.
+    """
+    cells = {}
+    for r in rows:
+        key = tuple(r[k] for k in CSV_FIELDS[:5])
+        cells.setdefault(key, []).append(r)
+    out = []
+    for key, group in cells.items():
+        values = np.asarray([float(r["accuracy"]) for r in group])
+        out.append(
+            {
+                **dict(zip(CSV_FIELDS[:5], key)),
+                "mean": round(float(values.mean()), 6),
+                "std": round(float(values.std()), 6),
+                "num_seeds": len({str(r.get("seed")) for r in group}),
+                "num_test": group[0]["num_test"],
+            }
+        )
+    return out
+
+
+def aggregate(args):
+    """`--aggregate`: the summary and heatmaps of several runs' CSVs."""
+    rows = []
+    settings = []
+    for directory in [d.strip() for d in args.aggregate.split(",") if d.strip()]:
+        path = os.path.join(directory, "snr_grid.csv")
+        if not os.path.exists(path):
+            raise ValueError(
+                f"snr-grid --aggregate: no snr_grid.csv in {directory!r}. Expected "
+                "the --output directory of an earlier snr-grid run."
+            )
+        with open(path, newline="", encoding="utf-8") as f:
+            rows.extend(csv.DictReader(f))
+        json_path = os.path.join(directory, "snr_grid.json")
+        if os.path.exists(json_path):
+            with open(json_path, encoding="utf-8") as f:
+                settings.append(json.load(f))
+    os.makedirs(args.output, exist_ok=True)
+    summary_rows = summarize(rows)
+    _write_csv(
+        os.path.join(args.output, "snr_grid_summary.csv"), SUMMARY_FIELDS, summary_rows
+    )
+    variants = list(dict.fromkeys(r["variant"] for r in summary_rows))
+    audio = list(dict.fromkeys(r["test_audio_snr"] for r in summary_rows))
+    image = list(dict.fromkeys(r["test_image_snr"] for r in summary_rows))
+    pairs = list(
+        dict.fromkeys((r["train_audio_snr"], r["train_image_snr"]) for r in rows)
+    )
+    if len(pairs) == 1 and all(
+        sum(1 for r in summary_rows if r["variant"] == v) == len(audio) * len(image)
+        for v in variants
+    ):
+        plot_grid(
+            [{**r, "accuracy": r["mean"]} for r in summary_rows],
+            variants,
+            [parse_snr(a) for a in audio],
+            [parse_snr(v) for v in image],
+            [parse_snr(x) for x in pairs[0]],
+            os.path.join(args.output, "snr_grid.png"),
+        )
+    lines = markdown_summary(summary_rows, variants, audio, image)
+    with open(
+        os.path.join(args.output, "snr_grid_summary.md"), "w", encoding="utf-8"
+    ) as f:
+        f.write(lines)
+    _log(args, lines)
+    return summary_rows
+
+
+def markdown_summary(summary_rows, variants, audio, image):
+    """One Markdown table per variant: mean (std) per test cell."""
+    out = []
+    index = {
+        (r["variant"], r["test_audio_snr"], r["test_image_snr"]): r
+        for r in summary_rows
+    }
+    for variant in variants:
+        out.append(f"\n{variant} (rows: test audio SNR, columns: test image SNR)\n")
+        out.append("| audio \\ image | " + " | ".join(image) + " |")
+        out.append("|---" * (len(image) + 1) + "|")
+        for a in audio:
+            cells = []
+            for v in image:
+                r = index.get((variant, a, v))
+                cells.append(
+                    ""
+                    if r is None
+                    else f"{float(r['mean']):.3f} ({float(r['std']):.3f})"
+                )
+            out.append(f"| {a} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def accuracy_table(rows, variant, audio_snrs, image_snrs):
     """`(len(audio_snrs), len(image_snrs))` accuracies of one variant."""
     index = {
-        (r["test_audio_snr"], r["test_image_snr"]): r["accuracy"]
+        (r["test_audio_snr"], r["test_image_snr"]): float(r["accuracy"])
         for r in rows
         if r["variant"] == variant
     }
@@ -479,6 +736,109 @@ def plot_grid(rows, variants, audio_snrs, image_snrs, train, path):
         f"{snr_label(train[1])} (red box)",
         fontsize=font + 3,
     )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_train_grid(rows, variant, audio_snrs, image_snrs, path):
+    """Fig. 2: one test-grid heatmap per training pair of `variant`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    rows = [r for r in rows if r["variant"] == variant]
+    train_audio = list(dict.fromkeys(r["train_audio_snr"] for r in rows))
+    train_image = list(dict.fromkeys(r["train_image_snr"] for r in rows))
+    a_labels = [snr_label(s) for s in audio_snrs]
+    v_labels = [snr_label(s) for s in image_snrs]
+    fig, axes = plt.subplots(
+        len(train_audio),
+        len(train_image),
+        figsize=(1 + 2.2 * len(train_image), 1 + 2.2 * len(train_audio)),
+        squeeze=False,
+    )
+    for i, ta in enumerate(train_audio):
+        for j, tv in enumerate(train_image):
+            ax = axes[i, j]
+            cell = [
+                r
+                for r in rows
+                if r["train_audio_snr"] == ta and r["train_image_snr"] == tv
+            ]
+            table = accuracy_table(cell, variant, audio_snrs, image_snrs)
+            ax.imshow(table, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+            for y in range(table.shape[0]):
+                for x in range(table.shape[1]):
+                    ax.text(
+                        x, y, f"{table[y, x]:.2f}", ha="center", va="center", fontsize=6
+                    )
+            ax.set_xticks(range(len(v_labels)), v_labels, fontsize=6, rotation=90)
+            ax.set_yticks(range(len(a_labels)), a_labels, fontsize=6)
+            ax.set_title(f"train audio {ta}, image {tv}", fontsize=7)
+            if ta in a_labels and tv in v_labels:
+                y, x = a_labels.index(ta), v_labels.index(tv)
+                ax.add_patch(
+                    Rectangle(
+                        (x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="red", lw=2
+                    )
+                )
+    fig.suptitle(
+        f"AV-Digits, {variant}: test accuracy (rows test audio SNR, columns test "
+        "image SNR) per training pair (red box)",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_curves(rows, path):
+    """Fig. 3-4: unimodal accuracy vs test SNR, one line per training SNR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (
+        (
+            "initial_no_audio",
+            "train_image_snr",
+            "test_image_snr",
+            "image only (Fig. 3)",
+        ),
+        (
+            "initial_no_image",
+            "train_audio_snr",
+            "test_audio_snr",
+            "audio only (Fig. 4)",
+        ),
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), squeeze=False)
+    for ax, (variant, train_key, test_key, title) in zip(axes[0], panels):
+        sub = [r for r in rows if r["variant"] == variant]
+        tests = list(dict.fromkeys(r[test_key] for r in sub))
+        for trained in dict.fromkeys(r[train_key] for r in sub):
+            line = {
+                r[test_key]: float(r["accuracy"])
+                for r in sub
+                if r[train_key] == trained
+            }
+            ax.plot(
+                range(len(tests)),
+                [line[t] for t in tests],
+                marker="o",
+                label=f"trained at {trained}",
+            )
+        ax.set_xticks(range(len(tests)), tests)
+        ax.set_xlabel("test SNR")
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1)
+        ax.set_title(title)
+        if sub:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -268,11 +268,14 @@ def search_and_train(
     search_iterations=None,
     level_one="sampled",
     temperature_schedule="exponential",
+    one_compiled_head=True,
 ):
     """Runs (or resumes) a search, then trains the top `top_k` to completion.
 
     `search_iterations`, `level_one` and `temperature_schedule` go to
-    `FusionArchitectureSearch` (for MFAS; random search ignores them);
+    `FusionArchitectureSearch` (for MFAS; random search ignores them), as
+    does `one_compiled_head` (for both: one compiled fusion model reused
+    by every sampled architecture, `PaddedFusionTrainer`);
     `mmfusion search --paper-protocol` sets the paper's
     (`fusion_architecture_search.PAPER_PROTOCOL`).
 
@@ -335,6 +338,7 @@ def search_and_train(
         search_iterations=search_iterations if method == "mfas" else None,
         level_one=level_one,
         temperature_schedule=temperature_schedule,
+        one_compiled_head=one_compiled_head,
     )
     start = time.perf_counter()
     top = search.run(verbose=verbose)
@@ -385,6 +389,9 @@ def search_and_train(
         "final_units": final_units,
         "final_epochs": final_epochs,
         "search_seconds": search_seconds,
+        "search_seconds_per_architecture": search_seconds / max(1, len(per_arch)),
+        "one_compiled_head": one_compiled_head,
+        "backend": keras.config.backend(),
         "seconds_per_architecture_mean": float(np.mean(per_arch)),
         "seconds_per_architecture_median": float(np.median(per_arch)),
         "num_trained": len(state["history"]),
@@ -502,41 +509,50 @@ def measure_speedup(
     seed=0,
     batch_size=64,
     run_eagerly=False,
+    learning_rate=1e-3,
 ):
-    """Wall time of training sampled heads on cached features vs through
-    the frozen extractors (same description, epochs, batch size).
+    """Per-architecture wall time of the three ways to train a sampled head.
+
+    For every description (same epochs, batch size, width), side by side
+    in one process:
+
+    - `through_extractors_seconds`: a new model from the raw inputs
+      through the frozen `f` and `g` (`build_fusion_network`), compiled
+      and fitted, then a validation pass: what a search without a feature
+      cache pays per architecture;
+    - `cached_per_model_seconds`: a new head on the cached features
+      (`train_fusion_head` without a trainer: model construction and, when
+      compiled, a fresh trace/compile per architecture);
+    - `cached_seconds`: the search's default, one compiled fixed-shape
+      head for all architectures (`PaddedFusionTrainer`).
+
+    Each way runs once untimed first (the one-off warm-up of the process
+    and, for `cached_seconds`, the single compile counts for none of them).
 
     Returns:
-        A dict with per-description seconds of both ways and the ratio.
+        A dict with the rows, the means of each way, and the ratios
+        `speedup` (through the extractors / one compiled head) and
+        `speedup_per_model` (through the extractors / a new cached head).
     """
+    from mmfusion_keras.search.fusion_architecture_search import feature_widths
     from mmfusion_keras.search.fusion_architecture_search import train_fusion_head
     from mmfusion_keras.search.fusion_network import build_fusion_network
+    from mmfusion_keras.search.padded_fusion_head import PaddedFusionTrainer
 
-    rows = []
     splits = data["splits"]
+    train, validation = data["features"]["train"], data["features"]["validation"]
     common = {"units": units, "epochs": epochs, "batch_size": batch_size}
-    # One untimed run first, so that one-off warm-up costs count for neither.
-    train_fusion_head(
-        descriptions[0],
+    trainer = PaddedFusionTrainer(
         space,
-        data["features"]["train"],
-        data["features"]["validation"],
+        *feature_widths(train[0], space),
         10,
-        seed=seed,
+        units=units,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
         run_eagerly=run_eagerly,
-        **common,
     )
-    for description in descriptions:
-        _, _, cached, _ = train_fusion_head(
-            description,
-            space,
-            data["features"]["train"],
-            data["features"]["validation"],
-            10,
-            seed=seed,
-            run_eagerly=run_eagerly,
-            **common,
-        )
+
+    def through(description):
         keras.utils.set_random_seed(seed)
         start = time.perf_counter()
         data["f"].trainable = False
@@ -553,7 +569,7 @@ def measure_speedup(
             feature_stats=data["feature_stats"],
         )
         model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
+            optimizer=keras.optimizers.Adam(learning_rate),
             loss="sparse_categorical_crossentropy",
             run_eagerly=run_eagerly,
         )
@@ -565,19 +581,57 @@ def measure_speedup(
             verbose=0,
         )
         model.predict(splits["validation"][0], batch_size=1024, verbose=0)
-        full = time.perf_counter() - start
+        return time.perf_counter() - start
+
+    def per_model(description):
+        return train_fusion_head(
+            description,
+            space,
+            train,
+            validation,
+            10,
+            seed=seed,
+            learning_rate=learning_rate,
+            run_eagerly=run_eagerly,
+            **common,
+        )[2]
+
+    def one_head(description):
+        return trainer.train(description, train, validation, epochs=epochs, seed=seed)[
+            1
+        ]
+
+    # One untimed run of each way first.
+    for way in (one_head, per_model, through):
+        way(descriptions[0])
+    rows = []
+    for description in descriptions:
         rows.append(
             {
                 "description": [list(t) for t in description],
-                "cached_seconds": cached,
-                "through_extractors_seconds": full,
+                "cached_seconds": one_head(description),
+                "cached_per_model_seconds": per_model(description),
+                "through_extractors_seconds": through(description),
             }
         )
-    cached = float(np.mean([r["cached_seconds"] for r in rows]))
-    full = float(np.mean([r["through_extractors_seconds"] for r in rows]))
+    means = {
+        key: float(np.mean([r[key] for r in rows]))
+        for key in (
+            "cached_seconds",
+            "cached_per_model_seconds",
+            "through_extractors_seconds",
+        )
+    }
     return {
+        "backend": keras.config.backend(),
+        "run_eagerly": run_eagerly,
+        "epochs": epochs,
+        "batch_size": batch_size,
         "rows": rows,
-        "cached_mean": cached,
-        "through_mean": full,
-        "speedup": full / cached,
+        "cached_mean": means["cached_seconds"],
+        "cached_per_model_mean": means["cached_per_model_seconds"],
+        "through_mean": means["through_extractors_seconds"],
+        "speedup": means["through_extractors_seconds"] / means["cached_seconds"],
+        "speedup_per_model": means["through_extractors_seconds"]
+        / means["cached_per_model_seconds"],
     }

@@ -11,6 +11,7 @@ import numpy as np
 from mmfusion_keras.search.fusion_network import build_fusion_head
 from mmfusion_keras.search.fusion_network import x_name
 from mmfusion_keras.search.fusion_network import y_name
+from mmfusion_keras.search.padded_fusion_head import PaddedFusionTrainer
 from mmfusion_keras.search.sampling import gaussian_temperature_at
 from mmfusion_keras.search.sampling import sample_k
 from mmfusion_keras.search.sampling import temperature_at
@@ -30,6 +31,7 @@ PAPER_PROTOCOL = {
     "level_one": "all",
 }
 _CONFIG_DEFAULTS = {
+    "one_compiled_head": False,
     "level_one": "sampled",
     "temperature_schedule": "exponential",
     "temperature_decay": 4.0,
@@ -73,6 +75,7 @@ def train_fusion_head(
     seed=0,
     shared_weights=None,
     run_eagerly=False,
+    trainer=None,
 ):
     """Trains one fusion head on cached features; returns its val accuracy.
 
@@ -92,11 +95,25 @@ def train_fusion_head(
             fusion layers whose key it holds, and is updated after training.
         run_eagerly: passed to `compile` (`True` skips compiling the
             train step: faster for tiny data).
+        trainer: a `PaddedFusionTrainer` of the same settings: trains the
+            description with its one compiled model instead of building a
+            new one (no model construction or compile per architecture);
+            `model` is then `None`.
 
     Returns:
         `(model, accuracy, seconds, restored_keys)`.
     """
     description = space.validate(description)
+    if trainer is not None:
+        accuracy, seconds, restored, _ = trainer.train(
+            description,
+            train,
+            validation,
+            epochs=epochs,
+            seed=seed,
+            shared_weights=shared_weights,
+        )
+        return None, accuracy, seconds, restored
     x_widths, y_widths = feature_widths(train[0], space)
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
@@ -201,6 +218,16 @@ class FusionArchitectureSearch:
         surrogate_kwargs: arguments of `Surrogate`.
         run_eagerly: `compile` argument for the sampled networks.
         seed: seed of the whole search.
+        one_compiled_head: train every sampled architecture with one
+            fixed-shape, compiled model (`PaddedFusionTrainer`: padded
+            inputs, masked levels, gated activations; the same Eq. 1-2
+            network up to float rounding, NumPy-drawn Glorot
+            initialisation) instead of building and compiling a new model
+            per architecture (`train_fusion_head` without a trainer, the
+            behaviour of searches saved before this option existed).
+        level_one: `"sampled"` or `"all"` (see above).
+        temperature_schedule: `"exponential"` or `"gaussian"`.
+        temperature_decay: the decay constant of `"gaussian"`, in steps.
 
     Example:
 
@@ -246,6 +273,7 @@ class FusionArchitectureSearch:
         level_one="sampled",
         temperature_schedule="exponential",
         temperature_decay=4.0,
+        one_compiled_head=True,
     ):
         if method not in METHODS:
             raise ValueError(
@@ -269,6 +297,8 @@ class FusionArchitectureSearch:
                 f"{SCHEDULES}. Received: temperature_schedule={temperature_schedule!r}"
             )
         self.level_one = level_one
+        self.one_compiled_head = bool(one_compiled_head)
+        self._trainer = None
         self.temperature_schedule = temperature_schedule
         self.temperature_decay = temperature_decay
         self.space = space
@@ -330,6 +360,7 @@ class FusionArchitectureSearch:
             "level_one": self.level_one,
             "temperature_schedule": self.temperature_schedule,
             "temperature_decay": self.temperature_decay,
+            "one_compiled_head": self.one_compiled_head,
         }
 
     def _new_state(self):
@@ -457,6 +488,22 @@ class FusionArchitectureSearch:
             "predicted": [float(scores[candidates.index(s)]) for s in samples],
         }
 
+    def trainer(self):
+        """The `PaddedFusionTrainer` of this search (built at first use)."""
+        if self._trainer is None:
+            x_widths, y_widths = feature_widths(self.train[0], self.space)
+            self._trainer = PaddedFusionTrainer(
+                self.space,
+                x_widths,
+                y_widths,
+                self.num_classes,
+                units=self.units,
+                batch_size=self.batch_size,
+                learning_rate=self.learning_rate,
+                run_eagerly=self.run_eagerly,
+            )
+        return self._trainer
+
     # -------------------------------------------------------------------- run
     def run(self, max_trained=None, verbose=False):
         """Runs (or resumes) the search until the budget is spent.
@@ -526,6 +573,7 @@ class FusionArchitectureSearch:
                     seed=self.seed * 1_000_003 + index,
                     shared_weights=bank if self.weight_sharing else None,
                     run_eagerly=self.run_eagerly,
+                    trainer=self.trainer() if self.one_compiled_head else None,
                 )
                 state["history"].append(
                     {

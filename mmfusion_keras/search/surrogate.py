@@ -78,6 +78,7 @@ class Surrogate:
         self.batch_size = batch_size
         self.run_eagerly = run_eagerly
         self.model = None
+        self._compiled = None
 
     def _build(self, compile=True):
         inputs = keras.Input((self.space.max_layers, 3), name="triplets")
@@ -96,8 +97,29 @@ class Surrogate:
             )
         return model
 
+    def _trainable(self):
+        """The one compiled network that every `fit` trains (built once)."""
+        if self._compiled is None:
+            self._compiled = self._build()
+            self._compiled.optimizer.build(self._compiled.trainable_variables)
+            self._optimizer_start = [
+                np.array(v.numpy()) for v in self._compiled.optimizer.variables
+            ]
+        return self._compiled
+
     def fit(self, descriptions, accuracies, seed=0):
-        """Re-initialises the network and trains it on all pairs given."""
+        """Re-initialises the network and trains it on all pairs given.
+
+        The initial weights are those of a network freshly built after
+        `keras.utils.set_random_seed(seed)`; they are copied into one
+        network compiled at the first `fit` (with a fresh optimizer state),
+        so refitting after every search step costs no new model and no new
+        trace or XLA compile. The `epochs` passes over the pairs are one
+        stream of `epochs` independent shuffles (NumPy, from `seed`), cut
+        into batches of `batch_size` with the incomplete last batch
+        dropped: every step has the same shape (one compile), and the Keras
+        per-epoch overhead is paid once.
+        """
         if len(descriptions) != len(accuracies) or not descriptions:
             raise ValueError(
                 "Surrogate.fit expected as many accuracies as descriptions "
@@ -105,12 +127,26 @@ class Surrogate:
                 f"and {len(accuracies)} accuracies."
             )
         keras.utils.set_random_seed(seed)
-        self.model = self._build()
+        initial = self._build(compile=False).get_weights()
+        model = self._trainable()
+        model.set_weights(initial)
+        for variable, value in zip(model.optimizer.variables, self._optimizer_start):
+            variable.assign(value)
         x = encode_descriptions(self.space, descriptions)
         y = np.asarray(accuracies, np.float32).reshape(-1, 1)
-        history = self.model.fit(
-            x, y, epochs=self.epochs, batch_size=self.batch_size, verbose=0
+        rng = np.random.default_rng(seed)
+        order = np.concatenate([rng.permutation(len(x)) for _ in range(self.epochs)])
+        usable = max(self.batch_size, len(order) // self.batch_size * self.batch_size)
+        order = np.resize(order, usable)
+        history = model.fit(
+            x[order],
+            y[order],
+            epochs=1,
+            batch_size=self.batch_size,
+            shuffle=False,
+            verbose=0,
         )
+        self.model = model
         return float(history.history["loss"][-1])
 
     def predict(self, descriptions):
@@ -120,7 +156,12 @@ class Surrogate:
                 "Surrogate.predict was called before fit() or load_weights()."
             )
         x = encode_descriptions(self.space, descriptions)
-        out = self.model.predict(x, batch_size=1024, verbose=0)
+        # Padded (all-masked rows) to a multiple of the batch: one shape,
+        # one compiled predict step for every call.
+        batch = 256
+        padded = np.zeros((-(-len(x) // batch) * batch,) + x.shape[1:], x.dtype)
+        padded[: len(x)] = x
+        out = self.model.predict(padded, batch_size=batch, verbose=0)[: len(x)]
         return np.asarray(out, np.float64).reshape(-1)
 
     def save_weights(self, path):
@@ -129,7 +170,7 @@ class Surrogate:
 
     def load_weights(self, path):
         """Builds the network and loads weights saved by `save_weights`."""
-        self.model = self._build(compile=False)
+        self.model = self._trainable()
         self.model.load_weights(path)
 
     def get_config(self):
