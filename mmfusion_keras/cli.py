@@ -23,6 +23,7 @@ FUSIONS = (
     "late",
     "mbaf",
     "dual_memory",
+    "sequence",  # speech-text only: the word x audio-frame attention model
 )
 
 
@@ -281,6 +282,7 @@ def _train_one(
     from mmfusion_keras.tasks import build_recipe_optimizer
     from mmfusion_keras.tasks import get_recipe
 
+    task = task.for_fusion(fusion)
     identity = _identity(
         task.name, fusion, seed, epochs, batch_size, patience, max_examples
     )
@@ -475,7 +477,7 @@ def cmd_train(args):
                 "to train it again."
             )
             return
-    task = get_task(args.task)
+    task = get_task(args.task, text_encoder=_text_encoder(args))
     _, card = _train_one(
         task,
         args.fusion,
@@ -547,6 +549,71 @@ def _manifest_inputs(folder, preprocessing, class_names):
     return inputs, ds.labels
 
 
+def _evaluation_model_path(args):
+    """The .keras file to evaluate, from the positional path or --model.
+
+    The positional argument may be a run folder (holding model.keras, e.g.
+    `saved_models/speech_text_mbaf`) or a .keras file.
+    """
+    if args.model_path and args.model:
+        raise UserError(
+            "Pass the model once, as the path or as --model. Received: "
+            f"{args.model_path} and --model {args.model}"
+        )
+    path = args.model_path or args.model
+    if not path:
+        raise UserError(
+            "evaluate needs a model: `mmfusion evaluate RUN_FOLDER_OR_MODEL.keras "
+            "[--split SPLIT]`."
+        )
+    if os.path.isdir(path):
+        model = os.path.join(path, "model.keras")
+        if not os.path.isfile(model):
+            raise UserError(f"No model.keras in the folder {path}.")
+        return model
+    return path
+
+
+def _evaluation_data(args, task, card, class_names):
+    """`(inputs, labels, where)` of `--split` / `--data` for a saved model.
+
+    A bundled split is preprocessed with the model card's own
+    `preprocessing` when the task can give raw inputs (`Task.load_raw`), so
+    a model trained with another text encoder or vocabulary than the task's
+    default gets exactly the features it was trained on.
+    """
+    from mmfusion_keras.tasks import prepare_inputs
+
+    if args.split and args.data:
+        raise UserError(
+            f"Pass either --split or --data, not both. Received: --split {args.split} "
+            f"and --data {args.data}"
+        )
+    data = args.split or args.data or "test"
+    if args.split and args.split not in task.splits:
+        raise UserError(
+            f"--split must be a split of the {task.name} task: {list(task.splits)}. "
+            f"Received: --split {args.split}"
+        )
+    if data in task.splits:
+        preprocessing = card.get("preprocessing")
+        if task.load_raw is not None and preprocessing:
+            raw, labels = task.load_raw(data, seed=args.seed)
+            inputs, _ = prepare_inputs(preprocessing, raw)
+        else:
+            inputs, labels = task.load(data, seed=args.seed)
+        return inputs, labels, f"{task.name}/{data}"
+    if os.path.isdir(data):
+        inputs, labels = _manifest_inputs(
+            data, card.get("preprocessing", task.preprocessing), class_names
+        )
+        return inputs, labels, data
+    raise UserError(
+        f"--data must be a bundled split ({', '.join(task.splits)}) or a folder "
+        f"with manifest.csv. Received: {data}"
+    )
+
+
 def cmd_evaluate(args):
     import keras
 
@@ -554,48 +621,39 @@ def cmd_evaluate(args):
     from mmfusion_keras.metrics import classification_metrics
     from mmfusion_keras.tasks import get_task
 
-    if not os.path.isfile(args.model):
-        raise UserError(f"Model file not found: {args.model}")
-    if not args.model.endswith(".keras"):
-        raise UserError(f"Expected a .keras model file. Received: {args.model}")
-    runs.check_keras_file(args.model)
+    model_path = _evaluation_model_path(args)
+    if not os.path.isfile(model_path):
+        raise UserError(f"Model file not found: {model_path}")
+    if not model_path.endswith(".keras"):
+        raise UserError(f"Expected a .keras model file. Received: {model_path}")
+    runs.check_keras_file(model_path)
     if args.output:
         runs.check_writable_file(args.output)
-    card = _read_card(args.model) or {}
-    if card.get("model_sha256") not in (None, runs.file_sha256(args.model)):
+    card = _read_card(model_path) or {}
+    if card.get("model_sha256") not in (None, runs.file_sha256(model_path)):
         print(
-            f"Note: the model_card.json beside {args.model} was written for "
+            f"Note: the model_card.json beside {model_path} was written for "
             "another model.keras (its sha256 differs); its task and classes may "
             "not apply."
         )
     task_name = args.task or card.get("task")
     if task_name is None:
         raise UserError(
-            f"No model_card.json beside {args.model}: pass --task to say which task it is."
+            f"No model_card.json beside {model_path}: pass --task to say which task it is."
         )
     task = get_task(task_name)
-    try:
-        model = keras.saving.load_model(args.model, compile=False)
-    except Exception as e:  # a corrupt or foreign file
-        raise UserError(f"Could not load {args.model} as a Keras model: {e}") from e
     class_names = card.get("classes", task.class_names)
-    if args.data in ("train", "validation", "test"):
-        inputs, labels = task.load(args.data, seed=args.seed)
-        where = f"{task.name}/{args.data}"
-    elif os.path.isdir(args.data):
-        inputs, labels = _manifest_inputs(
-            args.data, card.get("preprocessing", task.preprocessing), class_names
-        )
-        where = args.data
-    else:
-        raise UserError(
-            "--data must be a bundled split (train, validation, test) or a folder "
-            f"with manifest.csv. Received: {args.data}"
-        )
+    if args.split and args.split not in task.splits:
+        _evaluation_data(args, task, card, class_names)  # raises the error
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except Exception as e:  # a corrupt or foreign file
+        raise UserError(f"Could not load {model_path} as a Keras model: {e}") from e
+    inputs, labels, where = _evaluation_data(args, task, card, class_names)
     metrics = classification_metrics(
         labels, _predict_labels(model, inputs), class_names
     )
-    print(f"[{keras.config.backend()}] {args.model} on {where}: {_summary(metrics)}")
+    print(f"[{keras.config.backend()}] {model_path} on {where}: {_summary(metrics)}")
     if metrics.get("note"):
         print(f"Note: {metrics['note']}")
     if args.output:
@@ -611,7 +669,7 @@ def cmd_compare(args):
 
     from mmfusion_keras.tasks import get_task
 
-    task = get_task(args.task)
+    task = get_task(args.task, text_encoder=_text_encoder(args))
     fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
     for f in fusions:
         if f not in FUSIONS:
@@ -885,6 +943,28 @@ def _add_recipe_argument(parser):
     )
 
 
+def _text_encoder(args):
+    """`--text-encoder`, defaulting to MiniLM on the speech-text task."""
+    from mmfusion_keras.tasks import DEFAULT_TEXT_ENCODER
+
+    if args.text_encoder is None and args.task == "speech-text":
+        return DEFAULT_TEXT_ENCODER
+    return args.text_encoder
+
+
+def _add_text_encoder_argument(parser):
+    parser.add_argument(
+        "--text-encoder",
+        default=None,
+        choices=["minilm", "glove", "tokens"],
+        help="speech-text only: the text features, computed outside the model "
+        "and recorded in the model card: minilm (default; frozen "
+        "all-MiniLM-L6-v2 sentence vectors, word-piece states for --fusion "
+        "sequence), glove (frozen GloVe 6B 50-d word vectors) or tokens (a "
+        "vocabulary of the training sentences, learned embeddings)",
+    )
+
+
 def build_parser():
     from_tasks = ["digits-views", "speech-text", "avdigits"]
     parser = argparse.ArgumentParser(
@@ -929,19 +1009,36 @@ def build_parser():
     )
     train.add_argument("--verbose", type=int, default=2)
     _add_recipe_argument(train)
+    _add_text_encoder_argument(train)
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a saved .keras model")
-    evaluate.add_argument("--model", required=True)
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="evaluate a saved model on a bundled split or a manifest folder "
+        "(accuracy, UA, macro-F1)",
+    )
+    evaluate.add_argument(
+        "model_path",
+        nargs="?",
+        help="a run folder holding model.keras (e.g. saved_models/speech_text_mbaf) "
+        "or a .keras file",
+    )
+    evaluate.add_argument("--model", help="the .keras file (instead of the path)")
     evaluate.add_argument(
         "--task",
         default=None,
         help="task of the model (default: from its model_card.json)",
     )
     evaluate.add_argument(
+        "--split",
+        default=None,
+        help="a bundled split of the model's task (speech-text: train, "
+        "validation, test, unseen)",
+    )
+    evaluate.add_argument(
         "--data",
-        default="test",
-        help="a bundled split (train, validation, test) or a folder with manifest.csv",
+        default=None,
+        help="a bundled split (default: test) or a folder with manifest.csv",
     )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the split")
     evaluate.add_argument("--output", help="write the metrics as JSON here")
@@ -955,6 +1052,7 @@ def build_parser():
     compare.add_argument("--batch-size", type=int, default=64)
     compare.add_argument("--patience", type=int, default=5)
     _add_recipe_argument(compare)
+    _add_text_encoder_argument(compare)
     compare.set_defaults(func=cmd_compare)
 
     demo = sub.add_parser("demo", help="start the Streamlit demo app")
@@ -975,6 +1073,28 @@ def build_parser():
     return parser
 
 
+def _check_task_options(args):
+    """One-line errors for options that only the speech-text task has."""
+    task = getattr(args, "task", None)
+    fusions = [getattr(args, "fusion", None)] + (
+        getattr(args, "fusions", "") or ""
+    ).split(",")
+    if (
+        task
+        and task != "speech-text"
+        and "sequence" in [f and f.strip() for f in fusions]
+    ):
+        raise UserError(
+            "The sequence model (word x audio-frame attention) is built for the "
+            f"speech-text task only. Received: --task {task} with fusion sequence"
+        )
+    if task and task != "speech-text" and getattr(args, "text_encoder", None):
+        raise UserError(
+            "--text-encoder applies to the speech-text task only. Received: "
+            f"--task {task} --text-encoder {args.text_encoder}"
+        )
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -991,6 +1111,7 @@ def main(argv=None):
             raise UserError(
                 f"Unknown task {args.task!r}. Expected one of {task_names()}."
             )
+        _check_task_options(args)
         args.func(args)
     except (UserError, ValueError, FileNotFoundError) as e:
         # Library errors are written for users: one line, no traceback.

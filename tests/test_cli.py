@@ -140,6 +140,8 @@ def trained_bundled(tmp_path_factory):
                     task,
                     "--fusion",
                     "concat",
+                    # fast; the MiniLM kinds: tests/test_speech_text_pipeline.py
+                    *(["--text-encoder", "tokens"] if task == "speech-text" else []),
                     "--epochs",
                     "1",
                     "--batch-size",

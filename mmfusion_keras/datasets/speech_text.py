@@ -52,16 +52,34 @@ import numbers
 import numpy as np
 
 from mmfusion_keras.datasets.av_digits import SAMPLE_RATE
-from mmfusion_keras.datasets.av_digits import SPLITS
+from mmfusion_keras.datasets.av_digits import SPLITS as BUNDLED_SPLITS
 from mmfusion_keras.datasets.av_digits import _check_max_examples
 from mmfusion_keras.datasets.av_digits import _check_snr
-from mmfusion_keras.datasets.av_digits import _check_split
 from mmfusion_keras.datasets.av_digits import _read_json
 from mmfusion_keras.datasets.av_digits import _read_split_audio
 from mmfusion_keras.datasets.av_digits import add_white_noise
 from mmfusion_keras.datasets.multimodal_dataset import MultimodalDataset
 
 CLASS_NAMES = ("anger", "happiness", "neutral", "sadness")
+# "unseen": new sentences spoken by new voices, text and prosody agreeing
+# (`scripts/build_speech_text_unseen.py`); the others share sentences.
+SPLITS = BUNDLED_SPLITS + ("unseen",)
+
+
+def _check_split(split, fn):
+    if split not in SPLITS:
+        raise ValueError(
+            f"{fn} received an unknown split. Expected one of {SPLITS}. "
+            f"Received: split={split!r}"
+        )
+
+
+def _split_tables(split):
+    """`(columns, split metadata or None)` of a split from the bundled JSON."""
+    if split == "unseen":
+        unseen = _read_json("speech_text", "unseen.json")
+        return unseen["columns"], unseen
+    return _read_json("speech_text", "index.json")[split], None
 
 
 def load_speech_text(
@@ -76,8 +94,11 @@ def load_speech_text(
     `numpy.random.default_rng([seed, split])`.
 
     Args:
-        split: `"train"` (324 utterances), `"validation"` (108) or `"test"`
-            (108).
+        split: `"train"` (324 utterances), `"validation"` (108), `"test"`
+            (108) or `"unseen"` (96: 48 sentences that occur in no other
+            split, each spoken by two of 8 voices that speak in no other
+            split, with the prosody of the sentence's own emotion; see
+            `docs/speech_text.md`).
         max_seconds: length of the returned waveforms in seconds (positive).
             The longest utterance lasts 2.56 s, so the default 3.0 cuts
             nothing; shorter values cut utterances at the end.
@@ -127,7 +148,7 @@ def load_speech_text(
     _check_max_examples(max_examples, fn)
 
     metadata = _read_json("speech_text", "metadata.json")
-    columns = _read_json("speech_text", "index.json")[split]
+    columns, unseen = _split_tables(split)
     n = len(columns["label"])
     if max_examples is not None:
         n = min(n, max_examples)
@@ -171,9 +192,15 @@ def load_speech_text(
         "cells": [tuple(c) for c in metadata["cells"]],
         "prosody": metadata["prosody"],
         "sentences": metadata["sentences"],
-        "speakers": {s: list(metadata["splits"][s]["speakers"]) for s in SPLITS},
+        "speakers": {
+            s: list(metadata["splits"][s]["speakers"]) for s in BUNDLED_SPLITS
+        },
         "split_rule": metadata["split_rule"],
     }
+    if unseen is not None:
+        info["speakers"]["unseen"] = sorted(unseen["voices"])
+        info["unseen_split_rule"] = unseen["split_rule"]
+        info["unseen_sentences"] = unseen["sentences"]
     return MultimodalDataset(
         inputs={"audio": audio, "audio_mask": mask, "text": text},
         labels=column("label", np.int32),

@@ -494,3 +494,145 @@ def load_glove(vocabulary, lowercase=True, oov="zeros", seed=0):
         missing = [i for i in missing if vocabulary[i] != PAD_TOKEN]
         matrix[missing] = rng.normal(0.0, std, (len(missing), dim)).astype("float32")
     return matrix, found
+
+
+# --------------------------------------------------------------------------
+# Frozen-encoder features computed outside a Keras model (model cards record
+# them as preprocessing kinds, see `mmfusion_keras.tasks.prepare_inputs`).
+
+MINILM_WIDTH = 384
+GLOVE_WIDTH = 50
+# Word pieces the sentence encoder reads, [CLS] and [SEP] included; longer
+# texts are cut (and `prepare_inputs` says so).
+MINILM_SENTENCE_TOKENS = 64
+_FEATURE_CACHE = {}
+_FEATURE_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=2)
+def _shared_minilm(sequence_length):
+    """One `load_minilm(sequence_length)` per process (loading takes seconds)."""
+    return load_minilm(sequence_length=sequence_length)
+
+
+def _cached(kind, texts, compute):
+    """Per-text results of `compute(missing texts)`, memoized by `(kind, text)`.
+
+    Each text is encoded on its own row of a padded batch, so its result
+    does not depend on the other texts of the call (up to float rounding).
+    """
+    texts = [str(t) for t in texts]
+    missing = sorted({t for t in texts if (kind, t) not in _FEATURE_CACHE})
+    if missing:
+        if len(_FEATURE_CACHE) + len(missing) > _FEATURE_CACHE_SIZE:
+            _FEATURE_CACHE.clear()
+        for text, value in zip(missing, compute(missing)):
+            _FEATURE_CACHE[(kind, text)] = value
+    return [_FEATURE_CACHE[(kind, t)] for t in texts]
+
+
+def _minilm_pieces(encoder, text, limit):
+    """Word pieces of `text` as the encoder sees them (no [CLS]/[SEP])."""
+    ids = encoder.preprocess([text])
+    real = ids["padding_mask"][0].astype(bool)
+    pieces = [encoder.tokenizer.id_to_token(int(i)) for i in ids["token_ids"][0][real]]
+    return pieces[1:-1][:limit]
+
+
+def minilm_sentence_features(texts, max_tokens=MINILM_SENTENCE_TOKENS, batch_size=32):
+    """all-MiniLM-L6-v2 sentence vectors of `texts`, as `prepare_inputs` uses.
+
+    Mean of the encoder's token states over the real word pieces ([CLS] and
+    [SEP] included, at most `max_tokens`), L2-normalized: the pooling the
+    model was trained with (`MiniLMEncoder.embed`). The encoder is loaded
+    once per process; results are memoized per text.
+
+    Returns:
+        float32 `(len(texts), 384)`.
+    """
+    encoder = _shared_minilm(int(max_tokens))
+
+    def compute(missing):
+        return list(encoder.embed(missing, batch_size=batch_size))
+
+    rows = _cached(("minilm_sentence", int(max_tokens)), texts, compute)
+    if not rows:
+        return np.zeros((0, MINILM_WIDTH), "float32")
+    return np.stack(rows).astype("float32")
+
+
+def minilm_token_features(texts, length, batch_size=32):
+    """all-MiniLM-L6-v2 contextual word-piece states, one row per piece.
+
+    The encoder reads `[CLS] pieces [SEP]` (at most `length + 2` pieces);
+    the returned rows are the states of the word pieces only (no [CLS] /
+    [SEP]), then zeros for padding, so a model can rebuild the padding mask
+    from the all-zero rows.
+
+    Returns:
+        `(states, pieces)`: float32 `(len(texts), length, 384)` and, per
+        text, the list of word pieces of the rows (e.g. `["i", "hate",
+        "you"]`; unknown characters such as emoji are `"[UNK]"`).
+    """
+    length = int(length)
+    encoder = _shared_minilm(length + 2)
+    from keras import ops
+
+    def compute(missing):
+        out = []
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            features = encoder.preprocess(chunk)
+            hidden = ops.convert_to_numpy(
+                encoder.backbone(features, training=False)["sequence_output"]
+            ).astype("float32")
+            for row, text in enumerate(chunk):
+                real = int(features["padding_mask"][row].sum())
+                n = max(real - 2, 0)  # without [CLS] and [SEP]
+                states = np.zeros((length, MINILM_WIDTH), "float32")
+                states[:n] = hidden[row, 1 : 1 + n]
+                out.append((states, _minilm_pieces(encoder, text, n)))
+        return out
+
+    rows = _cached(("minilm_tokens", length), texts, compute)
+    if not rows:
+        return np.zeros((0, length, MINILM_WIDTH), "float32"), []
+    return np.stack([r[0] for r in rows]), [list(r[1]) for r in rows]
+
+
+def minilm_word_pieces(text, max_tokens=MINILM_SENTENCE_TOKENS):
+    """All word pieces of `text` (no [CLS]/[SEP], not cut), as MiniLM splits it."""
+    from keras import ops
+
+    tokenizer = _shared_minilm(int(max_tokens)).tokenizer
+    ids = np.asarray(ops.convert_to_numpy(tokenizer(str(text)))).reshape(-1)
+    return [tokenizer.id_to_token(int(i)) for i in ids]
+
+
+def glove_word_features(texts, length, lowercase=True):
+    """GloVe 6B 50-d vectors of the words of `texts`, looked up outside a model.
+
+    Words are standardized as `WordTokenizer` does (lower-cased, punctuation
+    other than in-word apostrophes removed). Any of GloVe's 400000 words
+    gets its vector, so the text branch understands words it never saw in
+    training; words GloVe lacks, and padding, get zeros.
+
+    Returns:
+        `(vectors, words, known)`: float32 `(len(texts), length, 50)`; per
+        text its (cut) list of words and a list of bools (word in GloVe).
+    """
+    lookup, vectors = _glove_index()
+    length = int(length)
+    out = np.zeros((len(texts), length, vectors.shape[1]), "float32")
+    words, known = [], []
+    for i, text in enumerate(texts):
+        tokens = _standardize(str(text), lowercase, True)[:length]
+        found = []
+        for j, word in enumerate(tokens):
+            k = lookup.get(word)
+            found.append(k is not None)
+            if k is not None:
+                out[i, j] = vectors[k]
+        words.append(tokens)
+        known.append(found)
+    return out, words, known

@@ -147,7 +147,7 @@ def test_invalid_arguments():
     assert_raises_with_message(
         lambda: load_speech_text("valid"),
         r"load_speech_text received an unknown split\. Expected one of "
-        r"\('train', 'validation', 'test'\)\. Received: split='valid'",
+        r"\('train', 'validation', 'test', 'unseen'\)\. Received: split='valid'",
     )
     for bad in (0, -1.0, float("nan"), "2"):
         assert_raises_with_message(
