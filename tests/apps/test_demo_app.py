@@ -134,9 +134,19 @@ def test_uploaded_long_wav_and_typed_text(app, models_root):
     assert any(expected in w for w in warnings), warnings
     assert any("WAV/PCM_16, 22050 Hz" in c for c in texts(app, "caption"))
     prediction(app)
+    # A word vocabulary shows the sentence as its tokenizer saw it (lower
+    # case); a pretrained encoder reads it whole and is named.
+    text_spec = card["preprocessing"]["inputs"]["text"]
+    if text_spec["kind"] == "tokens":
+        seen = "\u201ci am so glad to see you\u201d"
+    else:
+        seen = (
+            "\u201cI am so glad to see you\u201d (read whole by the pretrained "
+            f"`{text_spec['kind']}` encoder)"
+        )
     assert used(app).startswith(
         f"Inputs used: **audio** (uploaded 'clip.wav', {seconds:.2f} s, the first "
-        f"{takes:.2f} s used); **text** (typed): \u201ci am so glad to see you\u201d"
+        f"{takes:.2f} s used); **text** (typed): {seen}"
     )
     # Another model of the same task: the same inputs, shown and used.
     choose(app, "speech_text_concat")
@@ -181,9 +191,42 @@ def test_bad_audio_keeps_the_typed_text_and_the_app_recovers(app):
     prediction(app)
     line = used(app)
     assert "**audio** (uploaded 'good.wav', 1.00 s)" in line
-    assert "**text** (typed): \u201c~~xyzzy~~ ~~qwerty~~ so glad ~~asdf~~\u201d" in line
-    # 3 of 5 words unknown: the page says so.
-    assert any("Most words of this sentence" in w for w in texts(app, "warning"))
+    spec = _shown_card(app)["preprocessing"]["inputs"]["text"]
+    if spec["kind"] == "tokens":
+        assert (
+            "**text** (typed): \u201c~~xyzzy~~ ~~qwerty~~ so glad ~~asdf~~\u201d"
+            in line
+        )
+        # 3 of 5 words unknown: the page says so.
+        assert any("Most words of this sentence" in w for w in texts(app, "warning"))
+    else:
+        assert "**text** (typed): \u201cxyzzy qwerty so glad asdf\u201d" in line
+
+
+def _shown_card(app):
+    # The `app` fixture points MMFUSION_MODELS_DIR at the models it serves.
+    import os
+
+    root = Path(os.environ["MMFUSION_MODELS_DIR"])
+    name = app.selectbox(key="model").value
+    return json.loads((root / name / "model_card.json").read_text())
+
+
+def test_unknown_words_of_a_word_vocabulary_are_struck_through():
+    from mmfusion_keras.tasks import get_task
+
+    spec = get_task("speech-text", text_encoder="tokens").preprocessing["inputs"][
+        "text"
+    ]
+    view = core.text_as_seen(spec, "xyzzy qwerty  so glad asdf")
+    assert view.markdown == "\u201c~~xyzzy~~ ~~qwerty~~ so glad ~~asdf~~\u201d"
+    assert "Most words of this sentence" in view.warning
+    assert core.text_as_seen(spec, "so glad").warning is None
+    pretrained = core.text_as_seen({"kind": "minilm_sentence"}, "xyzzy  so glad")
+    assert pretrained.markdown == (
+        "\u201cxyzzy so glad\u201d (read whole by the pretrained "
+        "`minilm_sentence` encoder)"
+    )
 
 
 def test_text_box_opens_without_error_and_bad_text_file(app):
@@ -333,6 +376,21 @@ def test_shown_probabilities_equal_model_predict(app, models_root):
 # ------------------------------------------------------- dual memory views
 
 
+def _token_card(models_root):
+    """The shipped concat card with the bundled word-vocabulary text kind:
+    the tiny test models embed word ids (the shipped ones may read frozen
+    MiniLM features)."""
+    import json
+
+    from mmfusion_keras.tasks import get_task
+
+    card = json.loads(
+        (models_root / "speech_text_concat" / "model_card.json").read_text()
+    )
+    preprocessing = get_task("speech-text", text_encoder="tokens").preprocessing
+    return {**card, "preprocessing": preprocessing}
+
+
 def _dual_memory_model(folder, models_root, collapse):
     """A tiny untrained speech-text dual memory model with its card.
 
@@ -343,9 +401,7 @@ def _dual_memory_model(folder, models_root, collapse):
 
     from mmfusion_keras.models.task_models import build_speech_text_model
 
-    card = json.loads(
-        (models_root / "speech_text_concat" / "model_card.json").read_text()
-    )
+    card = _token_card(models_root)
     spec = card["preprocessing"]["inputs"]
     model = build_speech_text_model(
         len(spec["text"]["vocabulary"]) + 2,
@@ -389,9 +445,7 @@ def _sequence_model(folder, models_root):
     from mmfusion_keras.layers import CrossModalAttention
     from mmfusion_keras.layers import DeltaSelfAttention
 
-    card = json.loads(
-        (models_root / "speech_text_concat" / "model_card.json").read_text()
-    )
+    card = _token_card(models_root)
     spec = card["preprocessing"]["inputs"]
     samples, length = spec["audio"]["samples"], spec["text"]["length"]
     audio = keras.Input((samples,), name="audio")
