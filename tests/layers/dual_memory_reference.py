@@ -12,16 +12,36 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def gumbel_read(query, memory, w, b, noise=None, tau_min=1e-4, tau_max=10.0):
+def gumbel_read(
+    query,
+    memory,
+    w,
+    b,
+    noise=None,
+    tau_min=1e-4,
+    tau_max=10.0,
+    gumbel_scale="similarity_spread",
+):
     """Eq. 1-2 for a batch: similarities, temperature, Gumbel-softmax, read.
 
     `w` `(n, 1)` and `b` `(1,)` are the temperature Dense; `noise` is the
-    Gumbel noise `(batch, n)` (None: inference, no noise).
+    Gumbel noise `(batch, n)` (None: inference, no noise). With
+    `gumbel_scale="similarity_spread"` the noise of sample i is multiplied
+    by the standard deviation of that sample's n similarities (population
+    std, computed by an explicit loop); "unit": standard Gumbel noise.
     Returns `(read, weights, temperature)`.
     """
     s = query @ memory.T  # Eq. 1
     tau = np.clip(np.abs(s @ w + b), tau_min, tau_max)  # Eq. 1
-    logits = s if noise is None else s + noise
+    logits = s
+    if noise is not None:
+        noise = np.array(noise, dtype="float64")
+        if gumbel_scale == "similarity_spread":
+            for i in range(len(s)):
+                mean = sum(s[i]) / len(s[i])
+                spread = np.sqrt(sum((v - mean) ** 2 for v in s[i]) / len(s[i]))
+                noise[i] = spread * noise[i]
+        logits = s + noise
     z = softmax(logits / tau)  # Eq. 2
     return z @ memory, z, tau
 

@@ -88,6 +88,12 @@ def _errors():
             r"Received: writer_block='pre_norm'",
         ),
         (
+            "gumbel_scale",
+            lambda: DualMemoryFusion(gumbel_scale="half"),
+            r"argument `gumbel_scale`, expected one of \('similarity_spread', "
+            r"'unit'\). Received: gumbel_scale='half'",
+        ),
+        (
             "writer_temperature",
             lambda: DualMemoryFusion(writer_temperature=0),
             r"argument `writer_temperature`, expected a positive finite number.*"
@@ -179,8 +185,9 @@ def test_inference_matches_numpy_reference():
         np.testing.assert_array_equal(np_(m), before)
 
 
-def test_training_reader_with_fixed_gumbel_noise_matches_reference():
-    layer = _layer()
+@pytest.mark.parametrize("gumbel_scale", ["similarity_spread", "unit"])
+def test_training_reader_with_fixed_gumbel_noise_matches_reference(gumbel_scale):
+    layer = _layer(gumbel_scale=gumbel_scale)
     r = np.random.default_rng(7)
     noises = [r.gumbel(size=(5, 4)).astype("float32") for _ in range(2)]
     pending = list(noises)
@@ -191,8 +198,13 @@ def test_training_reader_with_fixed_gumbel_noise_matches_reference():
     )
     w = _weights(layer)
     # x_{t,a}: the text query reads M_a (noise 0); x_{a,t}: audio reads M_t.
-    read_a, z_a, tau_a = gumbel_read(T, memories[0], *w["temperature_a"], noises[0])
-    read_t, z_t, tau_t = gumbel_read(A, memories[1], *w["temperature_t"], noises[1])
+    scale = {"gumbel_scale": gumbel_scale}
+    read_a, z_a, tau_a = gumbel_read(
+        T, memories[0], *w["temperature_a"], noises[0], **scale
+    )
+    read_t, z_t, tau_t = gumbel_read(
+        A, memories[1], *w["temperature_t"], noises[1], **scale
+    )
     np.testing.assert_allclose(np_(result["read_weights"][0]), z_a, atol=1e-5)
     np.testing.assert_allclose(np_(result["read_weights"][1]), z_t, atol=1e-5)
     np.testing.assert_allclose(np_(result["reads"][0]), read_a, atol=1e-5)
@@ -384,6 +396,30 @@ def test_batch_write_matches_numpy_writer(selection, block):
         assert cosine.max() < 0.99
 
 
+def test_scaled_gumbel_noise_does_not_swamp_small_similarities():
+    # A query 1000 times smaller (the shrunken text encoding measured on
+    # speech-text) gives similarities 1000 times smaller. With noise scaled
+    # to their spread the sampled slot (argmax of the training read) is the
+    # same as at full scale; with unit Gumbel noise it is the noise's argmax.
+    r = np.random.default_rng(3)
+    noise = r.gumbel(size=(200, 4)).astype("float32")
+    query = r.standard_normal((200, 6)).astype("float32")
+    picks = {}
+    for gumbel_scale in ("similarity_spread", "unit"):
+        layer = DualMemoryFusion(**SMALL, seed=3, gumbel_scale=gumbel_scale)
+        layer.build([(None, 6), (None, 6)])
+        layer._gumbel_noise = lambda shape: ops.convert_to_tensor(noise)
+        memory = layer.memories[0]
+        for factor in (1.0, 1e-3):
+            _, z, _ = layer._read(query * factor, memory, layer.temperatures[0], True)
+            picks[gumbel_scale, factor] = np_(z).argmax(axis=-1)
+    np.testing.assert_array_equal(
+        picks["similarity_spread", 1.0], picks["similarity_spread", 1e-3]
+    )
+    np.testing.assert_array_equal(picks["unit", 1e-3], noise.argmax(axis=-1))
+    assert np.mean(picks["unit", 1.0] != noise.argmax(axis=-1)) > 0.2
+
+
 def test_gumbel_noise_statistics():
     # Standard Gumbel: mean = Euler's gamma 0.5772, variance pi^2 / 6. With
     # 100000 draws the standard error is 0.004 on the mean, about 0.015 on
@@ -445,14 +481,17 @@ def test_configs_without_writer_keys_load_the_legacy_writer():
     config = DualMemoryFusion(**SMALL, seed=0).get_config()
     assert config["writer_selection"] == "straight_through"
     assert config["writer_block"] == "rezero"
+    assert config["gumbel_scale"] == "similarity_spread"
     for key in ("writer_selection", "writer_temperature", "writer_block"):
         config.pop(key)
+    config.pop("gumbel_scale")
     old = DualMemoryFusion.from_config(config)
     assert (old.writer_selection, old.writer_temperature, old.writer_block) == (
         "soft",
         1.0,
         "post_norm",
     )
+    assert old.gumbel_scale == "unit"
     # Weights saved before `skipped_writes` existed (two own variables,
     # the memories) load, and the count starts at 0.
     old.build([A.shape, T.shape])
