@@ -32,10 +32,10 @@ class MultimodalConvLSTM(keras.layers.Layer):
     differentiates a convolution inside a loop very slowly).
 
     Masks: a boolean `(batch, frames)` mask (explicit, or carried by the
-    audio tensor, e.g. from `keras.layers.Masking`) skips frames: a masked step keeps the previous state. With front-padded audio
-    the padding frames at the start are thus skipped and the state stays
-    zero until the first real frame; the result equals running on the
-    unpadded audio.
+    audio tensor, e.g. from `keras.layers.Masking`) skips frames: a masked
+    step keeps the previous state. With front-padded audio the padding
+    frames at the start are thus skipped and the state stays zero until the
+    first real frame; the result equals running on the unpadded audio.
 
     The image convolution's padding is `"same"` by default: the paper uses
     28x28 MNIST digits and does not state it; with the 8x8 digits of
