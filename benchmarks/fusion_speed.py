@@ -30,14 +30,14 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _time(fn, repeats, warmup=5):
+def _time(fn, repeats, warmup=5, clock=time.perf_counter):
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
@@ -144,8 +144,11 @@ def worker(args):
         # torch.compile, which recompiles for minutes here: run it eagerly.
         jit = False if keras.config.backend() == "torch" else "auto"
         model.compile("adam", "sparse_categorical_crossentropy", jit_compile=jit)
-        train = _time(lambda: model.train_on_batch(x, y), args.repeats)  # noqa: B023
-        predict = _time(lambda: model.predict_on_batch(x), args.repeats)  # noqa: B023
+        # --clock cpu: process CPU time, less distorted by other load on a
+        # shared machine (run single-threaded, see docs/performance.md).
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        train = _time(lambda: model.train_on_batch(x, y), args.repeats, clock=clock)  # noqa: B023
+        predict = _time(lambda: model.predict_on_batch(x), args.repeats, clock=clock)  # noqa: B023
         results.append(
             {
                 "fusion": fusion,
@@ -169,6 +172,12 @@ def main():
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="time steps in wall seconds or in process CPU seconds",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fusions is None:
@@ -187,7 +196,7 @@ def main():
         return worker(args)
     print(
         f"model={args.model} width={args.width} batch={args.batch_size} "
-        f"repeats={args.repeats} (median step time after 5 warm-up steps; ratio = layer / concat, same process; jit: XLA on TensorFlow, jax.jit on JAX, eager on PyTorch)"
+        f"repeats={args.repeats} clock={args.clock} (median step time after 5 warm-up steps; ratio = layer / concat, same process; jit: XLA on TensorFlow, jax.jit on JAX, eager on PyTorch)"
     )
     print(
         "| backend | fusion | params | train step ms | ratio | predict step ms | ratio |"

@@ -6,6 +6,7 @@ the model) print one line and exit with status 2, without a traceback.
 """
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -268,6 +269,7 @@ def _train_one(
     command=None,
     max_examples=None,
     recipe="adam",
+    clear_session=True,
 ):
     """Trains one model; with `output`, checkpoints every epoch and saves it.
 
@@ -286,7 +288,8 @@ def _train_one(
     identity = _identity(
         task.name, fusion, seed, epochs, batch_size, patience, max_examples
     )
-    keras.backend.clear_session()  # same layer names, hence same config hash
+    if clear_session:  # (--distribute clears it before entering its scope)
+        keras.backend.clear_session()  # same layer names, hence same config hash
     keras.utils.set_random_seed(seed)
     splits = {}
     for split in ("train", "validation", "test"):
@@ -434,6 +437,67 @@ def _check_positive(args, *names, allow_zero=()):
             raise UserError(f"{flag} must be {what} integer. Received: {flag} {value}")
 
 
+def _distribution_scope(mode, batch_size):
+    """The context `mmfusion train --distribute MODE` trains in.
+
+    `data-parallel` replicates the model on every local device and splits
+    each batch between them: `keras.distribution.DataParallel` on JAX (one
+    program over the global batch: the gradients, and the memory layers'
+    writes, are those of single-device training on the same global batch,
+    up to float rounding) and `tf.distribute.MirroredStrategy` on
+    TensorFlow (each replica sees its share of the batch; gradients are
+    summed across replicas). PyTorch: refused, Keras has no data
+    parallelism for it. Several hosts (JAX): call
+    `jax.distributed.initialize()` on every host before `mmfusion train`;
+    `keras.distribution.list_devices()` then lists all hosts' devices.
+    """
+    if mode is None:
+        return contextlib.nullcontext()
+    import keras
+
+    backend = keras.config.backend()
+    if backend == "torch":
+        raise UserError(
+            "--distribute data-parallel is not supported on the PyTorch backend "
+            "(Keras has no data parallelism for torch); use --backend jax or "
+            "--backend tensorflow."
+        )
+    if backend == "jax":
+        devices = keras.distribution.list_devices()
+    else:
+        import tensorflow as tf
+
+        devices = [
+            d.name
+            for d in tf.config.list_logical_devices("GPU")
+            or tf.config.list_logical_devices("CPU")
+        ]
+    if batch_size % len(devices):
+        raise UserError(
+            f"--distribute data-parallel splits each batch over {len(devices)} "
+            f"devices, so --batch-size must be a multiple of {len(devices)}. "
+            f"Received: --batch-size {batch_size}"
+        )
+    print(f"Data-parallel training on {len(devices)} devices ({backend}).")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy(devices=devices).scope()
+    return _jax_data_parallel(keras, devices)
+
+
+@contextlib.contextmanager
+def _jax_data_parallel(keras, devices):
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=devices)
+    )
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
 def cmd_train(args):
     from mmfusion_keras.tasks import get_task
 
@@ -478,21 +542,30 @@ def cmd_train(args):
             )
             return
     task = get_task(args.task, text_encoder=_text_encoder(args))
-    _, card = _train_one(
-        task,
-        args.fusion,
-        args.seed,
-        args.epochs,
-        args.batch_size,
-        args.patience,
-        verbose=args.verbose,
-        output=args.output,
-        tensorboard=args.tensorboard,
-        resume_state=resume_state,
-        command="mmfusion " + " ".join(args.argv),
-        max_examples=args.max_examples,
-        recipe=args.recipe,
-    )
+    distribute = getattr(args, "distribute", None)
+    if distribute:
+        import keras
+
+        # Cleared before the scope: on TensorFlow it resets the graph that
+        # holds the strategy's scope.
+        keras.backend.clear_session()
+    with _distribution_scope(distribute, args.batch_size):
+        _, card = _train_one(
+            task,
+            args.fusion,
+            args.seed,
+            args.epochs,
+            args.batch_size,
+            args.patience,
+            verbose=args.verbose,
+            output=args.output,
+            tensorboard=args.tensorboard,
+            resume_state=resume_state,
+            command="mmfusion " + " ".join(args.argv),
+            max_examples=args.max_examples,
+            recipe=args.recipe,
+            clear_session=not distribute,
+        )
     print(
         f"[{card['backend']}] {task.name} / {args.fusion}: test {_summary(card['test_metrics'])}"
     )
@@ -1008,6 +1081,12 @@ def build_parser():
         help="use only the first N examples of each split (quick runs, tests)",
     )
     train.add_argument("--verbose", type=int, default=2)
+    train.add_argument(
+        "--distribute",
+        choices=["data-parallel"],
+        help="replicate the model on all local devices, split each batch "
+        "(JAX: keras.distribution.DataParallel; TensorFlow: MirroredStrategy)",
+    )
     _add_recipe_argument(train)
     _add_text_encoder_argument(train)
     train.set_defaults(func=cmd_train)

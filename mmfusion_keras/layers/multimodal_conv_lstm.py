@@ -25,12 +25,17 @@ class MultimodalConvLSTM(keras.layers.Layer):
     ordinary C-LSTMs on the previous layer's hidden maps).
 
     The loop is a `keras.layers.RNN` (it trains under TensorFlow with XLA,
-    JAX and PyTorch). Masks: a boolean `(batch, frames)` mask (explicit, or
-    carried by the audio tensor, e.g. from `keras.layers.Masking`) skips
-    frames: a masked step keeps the previous state. With front-padded audio
-    the padding frames at the start are thus skipped and the state stays
-    zero until the first real frame; the result equals running on the
-    unpadded audio.
+    JAX and PyTorch). Before it, the image's gates (`W_v * v + b`) and the
+    audio's gates for all frames (`W_a a_t`) are computed at once; inside
+    it only the hidden-state convolution, as one matmul over the stacked
+    patches (see `MultimodalConvLSTMCell.recurrent_gates`: XLA on CPU
+    differentiates a convolution inside a loop very slowly).
+
+    Masks: a boolean `(batch, frames)` mask (explicit, or carried by the
+    audio tensor, e.g. from `keras.layers.Masking`) skips frames: a masked
+    step keeps the previous state. With front-padded audio the padding
+    frames at the start are thus skipped and the state stays zero until the
+    first real frame; the result equals running on the unpadded audio.
 
     The image convolution's padding is `"same"` by default: the paper uses
     28x28 MNIST digits and does not state it; with the 8x8 digits of
@@ -119,6 +124,7 @@ class MultimodalConvLSTM(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="cell",
         )
+        self.cell._inputs_are_gates = True
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
@@ -185,7 +191,8 @@ class MultimodalConvLSTM(keras.layers.Layer):
         image_shape, audio_shape = self._validate_shapes(input_shape)
         self.cell.build(image_shape, (audio_shape[0], audio_shape[2]))
         self.cell.built = True
-        self.rnn.build(audio_shape)
+        # The loop runs over the audio's gates (4 * filters per frame).
+        self.rnn.build(audio_shape[:2] + (4 * self.cell.filters,))
 
     def _audio_mask(self, mask):
         if isinstance(mask, (list, tuple)):
@@ -208,6 +215,10 @@ class MultimodalConvLSTM(keras.layers.Layer):
                     f"{self._describe()} expects floating-point inputs. "
                     f"Received the {name} with dtype {dtype}."
                 )
+        # Only the hidden-state term stays inside the loop: the image's gates
+        # are computed once (the initial state) and the audio's for all
+        # frames at once, and the cell adds them per step.
+        audio = self.cell.audio_gates(ops.cast(audio, self.compute_dtype))
         audio_mask = self._audio_mask(mask)
         if audio_mask is not None:
             # Keras's RNN masking does not broadcast a (batch,) mask to

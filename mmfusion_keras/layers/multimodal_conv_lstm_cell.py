@@ -59,7 +59,10 @@ class MultimodalConvLSTMCell(keras.layers.Layer):
     state: `call(a_t, [h, c, x_v])` returns `(h_t, [h_t, c_t, x_v])`.
     Gradients reach `image_kernel` and `bias` through that state. Use the
     cell through `MultimodalConvLSTM`, which builds it and supplies the
-    initial state.
+    initial state; the layer also computes the audio term `W_a a_t` for all
+    frames in one matmul before the loop, so that only the hidden-state
+    convolution (done as one matmul over the stacked patches, see
+    `recurrent_gates`) runs inside the recurrence.
 
     The paper's Figure 5 gives one weight matrix per gate and input; here
     the four gates of one input share one kernel (`4 * filters` output
@@ -152,6 +155,9 @@ class MultimodalConvLSTMCell(keras.layers.Layer):
         # h, c and the image; their shapes depend on the image (see build).
         self.state_size = [-1, -1, -1]
         self.output_size = -1
+        # Set by MultimodalConvLSTM, which computes `W_a a_t` for all frames
+        # before the loop and feeds the cell those gates instead of a_t.
+        self._inputs_are_gates = False
 
     def build(self, image_shape, audio_shape):
         image_shape = tuple(image_shape)
@@ -243,16 +249,60 @@ class MultimodalConvLSTMCell(keras.layers.Layer):
             z = z + self.bias
         return z
 
+    def audio_gates(self, audio):
+        """`W_a a`, the audio's share of the gates, for one or all frames.
+
+        `audio` is `(batch, features)` or `(batch, frames, features)`; the
+        result has `4 * filters` channels in place of the features.
+        """
+        return ops.matmul(audio, self.audio_kernel)
+
+    def recurrent_gates(self, h):
+        """`W_h * h`, the "same"-padded recurrent convolution, as one matmul.
+
+        The `kh x kw` patches of `h` are laid side by side along the channels
+        (`(batch, H', W', kh * kw * filters)`, in the kernel's (row, column,
+        channel) order) and multiplied by the kernel reshaped to
+        `(kh * kw * filters, 4 * filters)`: the same sums as `ops.conv`. XLA
+        on CPU differentiates a convolution inside a loop (the kernel
+        gradient) about 50x slower than outside one; the matmul form trains
+        at the same speed on all backends.
+        """
+        kh, kw = self.kernel_size
+        if (kh, kw) != (1, 1):
+            top, left = (kh - 1) // 2, (kw - 1) // 2
+            padded = ops.pad(
+                h, [(0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)]
+            )
+            height, width = h.shape[1], h.shape[2]
+            h = ops.concatenate(
+                [
+                    padded[:, r : r + height, s : s + width, :]
+                    for r in range(kh)
+                    for s in range(kw)
+                ],
+                axis=-1,
+            )
+        kernel = ops.reshape(self.recurrent_kernel, (kh * kw * self.filters, -1))
+        return ops.matmul(h, kernel)
+
     def call(self, inputs, states, training=False):
         h_prev, c_prev, image_gates = states
         step_mask = None
-        if inputs.shape[-1] == self.audio_features + 1:
+        width = self.audio_features + 1
+        if self._inputs_are_gates:
+            width = 4 * self.filters + 1
+        if inputs.shape[-1] == width:
             # The last column is the frame mask (see MultimodalConvLSTM).
             inputs, step_mask = inputs[:, :-1], inputs[:, -1:]
+        if self._inputs_are_gates:  # W_a a_t precomputed for all frames
+            audio_gates = inputs
+        else:
+            audio_gates = self.audio_gates(inputs)
         z = (
             image_gates  # W_v * v + b, constant over time (Fig. 5)
-            + ops.conv(h_prev, self.recurrent_kernel, padding="same")  # W_h * h
-            + ops.matmul(inputs, self.audio_kernel)[:, None, None, :]  # W_a a_t
+            + self.recurrent_gates(h_prev)  # W_h * h_{t-1} (Fig. 5)
+            + audio_gates[:, None, None, :]  # W_a a_t (Fig. 5)
         )
         z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
         i = self.recurrent_activation(z_i)  # input gate (Fig. 5)
