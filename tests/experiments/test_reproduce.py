@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+import keras
 import numpy as np
 import pytest
 
@@ -14,6 +15,13 @@ from mmfusion_keras.experiments.reproduce_corpora import write_cebs_release
 from mmfusion_keras.experiments.reproduce_corpora import write_iemocap_release
 
 pytest.importorskip("wfdb")
+
+
+# The IEMOCAP and MOSEI quick runs compile several models: minutes on
+# TensorFlow and JAX, seconds on PyTorch (eager). They run in the default
+# suite on PyTorch and with `-m slow` on the other backends.
+def slow_unless_torch(test):
+    return test if keras.config.backend() == "torch" else pytest.mark.slow(test)
 
 
 def _quiet(_):
@@ -284,7 +292,7 @@ def test_refuses_to_overwrite_and_resume_continues(physionet_run, corpora, capsy
     assert (output / "report.json").exists()
 
 
-@pytest.mark.slow  # ~18 s of CPU on JAX (several minutes under load)
+@slow_unless_torch  # ~18 s of CPU on JAX (several minutes under load)
 def test_mbaf_iemocap_quick(corpora, tmp_path):
     report = _run(
         "mbaf-iemocap",
@@ -302,7 +310,7 @@ def test_mbaf_iemocap_quick(corpora, tmp_path):
     assert "## MBAF-III" in (tmp_path / "out" / "report.md").read_text()
 
 
-@pytest.mark.slow  # ~30 s of CPU on JAX (several minutes under load)
+@slow_unless_torch  # ~30 s of CPU on JAX (several minutes under load)
 def test_dual_memory_iemocap_quick(corpora, tmp_path):
     report = _run(
         "dual-memory-iemocap",
@@ -359,7 +367,7 @@ def test_mosei_split_by_video_and_missing_files(mosei_root, tmp_path, capsys):
     assert "CMU-MOSEI files missing" in err and "['CMU_MOSEI_COVAREP.csd']" in err
 
 
-@pytest.mark.slow
+@slow_unless_torch
 def test_mult_mosei_quick(mosei_root, tmp_path):
     report = _run("mult-mosei", mosei_root, tmp_path / "out")
     result = report["results"]["MulT unaligned"]
@@ -369,7 +377,7 @@ def test_mult_mosei_quick(mosei_root, tmp_path):
     assert set(unit["metrics"]) >= {"acc_6", "f1_6", "happy_acc_2", "fear_f1"}
 
 
-@pytest.mark.slow
+@slow_unless_torch
 def test_delta_mosei_quick(mosei_root, tmp_path):
     report = _run(
         "delta-mosei", mosei_root, tmp_path / "out", ['variants=["stagewise aligned"]']
