@@ -155,8 +155,8 @@ def test_nan_training_stops_and_keeps_the_previous_model(
     before = (out / "model.keras").read_bytes()
     real_get_task = tasks.get_task
 
-    def poisoned(name):
-        task = real_get_task(name)
+    def poisoned(name, **kwargs):
+        task = real_get_task(name, **kwargs)
         load = task.load
 
         def load_with_a_nan(split, seed=0):

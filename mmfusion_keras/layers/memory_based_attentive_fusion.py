@@ -85,7 +85,7 @@ def write_keys(read_weights, write):
     )
 
 
-def safe_memory_write(memory, read_weights, written, write="soft"):
+def safe_memory_write(memory, read_weights, written, write="soft", valid=None):
     """Eq. 8 over a batch, skipping the writes that are not finite.
 
     A sample whose key `z` or written vector `h` holds NaN or inf writes
@@ -98,6 +98,10 @@ def safe_memory_write(memory, read_weights, written, write="soft"):
         read_weights: `(B, k)` read weights `z` (Eq. 2).
         written: `(B, l)` vectors `h` (Eq. 7).
         write: `"soft"` or `"selected"` (see `write_keys`).
+        valid: optional `(B,)` booleans; a sample marked False writes
+            nothing and counts as skipped (the layer passes whether the
+            sample's inputs are finite: a backend whose ReLU maps NaN to 0,
+            as TensorFlow's does, would otherwise let it write).
 
     Returns:
         `(new_memory, skipped)`: the `(k, l)` memory after the batch and
@@ -107,6 +111,8 @@ def safe_memory_write(memory, read_weights, written, write="soft"):
         ops.all(ops.isfinite(read_weights), axis=-1),
         ops.all(ops.isfinite(written), axis=-1),
     )  # (B,)
+    if valid is not None:
+        finite = ops.logical_and(finite, valid)
     keys = write_keys(ops.where(finite[:, None], read_weights, 0.0), write)
     keys = ops.where(finite[:, None], keys, 0.0)
     values = ops.where(finite[:, None], written, 0.0)
@@ -622,10 +628,18 @@ class MemoryBasedAttentiveFusion(BaseFusion):
         results = self._forward(inputs, training=training)
         if training and self.trainable:
             skipped = ops.zeros((), "float32")
+            # A sample with a non-finite input never writes, whatever the
+            # backend's activations make of it.
+            valid = None
+            for x in inputs:
+                ok = ops.all(ops.isfinite(ops.reshape(x, (ops.shape(x)[0], -1))), -1)
+                valid = ok if valid is None else ops.logical_and(valid, ok)
             for memory, r in zip(self.memories, results):
                 z = ops.stop_gradient(ops.cast(r["read_weights"], memory.dtype))
                 h = ops.stop_gradient(ops.cast(r["written"], memory.dtype))
-                new_memory, n = safe_memory_write(r["state"], z, h, self.write)
+                new_memory, n = safe_memory_write(
+                    r["state"], z, h, self.write, valid=valid
+                )
                 memory.assign(new_memory)  # Eq. 8
                 skipped = skipped + n
             self.skipped_writes.assign(ops.copy(self.skipped_writes) + skipped)
