@@ -274,7 +274,7 @@ def test_train_misuse_is_one_line_before_loading_data(
 ):
     import mmfusion_keras.tasks
 
-    def no_data(name):
+    def no_data(name, **kwargs):
         raise AssertionError("data loaded before the arguments were checked")
 
     monkeypatch.setattr(mmfusion_keras.tasks, "get_task", no_data)
