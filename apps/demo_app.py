@@ -28,11 +28,28 @@ NO_BLANK = "nothing"
 # ---------------------------------------------------------------- caches
 
 
-@st.cache_resource(show_spinner="Loading the model (once per server; then cached)...")
+@st.cache_resource(
+    show_spinner="Loading the model and its text encoder (once per server; "
+    "then cached)..."
+)
 def get_model(path, mtime):
-    """A `core.LoadedModel`, once per file version and server process."""
+    """A `core.LoadedModel`, once per file version and server process.
+
+    A pretrained text encoder the card names (MiniLM: several seconds to
+    load) is loaded here too, under the spinner, not on the first upload.
+    """
     del mtime  # part of the cache key only: a rewritten file is reloaded
-    return core.load_model(path)
+    loaded = core.load_model(path)
+    from mmfusion_keras.tasks import prepare_inputs
+
+    text = {
+        name: spec
+        for name, spec in loaded.card["preprocessing"]["inputs"].items()
+        if spec.get("kind", "").startswith(("minilm", "glove"))
+    }
+    if text:
+        prepare_inputs({"inputs": text}, {name: ["warm up"] for name in text})
+    return loaded
 
 
 @st.cache_resource(show_spinner="Loading the bundled test split...")
