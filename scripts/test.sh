@@ -2,7 +2,7 @@
 # Sets up ./.venv, then runs the test suite once per Keras backend, each in
 # its own pytest process. Fails if any backend fails. Extra arguments go to
 # pytest (e.g. `bash scripts/test.sh -x tests/layers`); `-rs` prints the
-# reason of every skipped test.
+# reason of every skipped test, `--durations=10` the ten slowest tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh || exit 1
@@ -16,7 +16,7 @@ summary=()
 for backend in tensorflow jax torch; do
     echo "=== KERAS_BACKEND=$backend"
     start=$(date +%s)
-    KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -rs \
+    KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -rs --durations=10 \
         -n "$workers" --dist loadfile "$@"
     code=$?
     took=$(( $(date +%s) - start ))
