@@ -35,6 +35,22 @@ class BaseFusion(keras.layers.Layer):
     def _describe(self):
         return f"Layer {self.__class__.__name__} (name={self.name!r})"
 
+    def _load_own_variables_without(self, store, added):
+        """Loads a file saved before the own variable `added` existed.
+
+        When `store` holds exactly one value fewer than the layer's own
+        variables, the others are loaded in order (skipping `added`) and
+        `added` is set to zeros. Returns True if it did so, False (nothing
+        loaded) for any other layout.
+        """
+        own = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) != len(own) - 1:
+            return False
+        for i, variable in enumerate(v for v in own if v is not added):
+            variable.assign(store[str(i)])
+        added.assign(ops.zeros(added.shape, added.dtype))
+        return True
+
     def _validate_input_shapes(self, input_shape):
         """Checks a list of shapes and returns it as a list of tuples."""
         expected_count = f"a list of at least {self.min_modalities} modality tensors"

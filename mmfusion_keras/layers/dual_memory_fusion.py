@@ -673,12 +673,7 @@ class DualMemoryFusion(BaseFusion):
         return super().from_config(config)
 
     def load_own_variables(self, store):
-        # Files saved before the NaN-safe write have no `skipped_writes`
-        # (the last own variable): load the others, start the count at 0.
-        own = self._trainable_variables + self._non_trainable_variables
-        if len(store.keys()) == len(own) - 1:
-            for i, variable in enumerate(own[:-1]):
-                variable.assign(store[str(i)])
-            self.skipped_writes.assign(0.0)
-            return
-        super().load_own_variables(store)
+        # Files saved before the NaN-safe write have no `skipped_writes`:
+        # load the others, start the count at 0.
+        if not self._load_own_variables_without(store, self.skipped_writes):
+            super().load_own_variables(store)

@@ -720,18 +720,5 @@ class MemoryBasedAttentiveFusion(BaseFusion):
 
     def load_own_variables(self, store):
         # Files saved before `skipped_writes` existed hold the memories only.
-        if "skipped_writes" in [v.name for v in self._non_trainable_variables]:
-            expected = len(self._trainable_variables) + len(
-                self._non_trainable_variables
-            )
-            if len(store.keys()) == expected - 1:
-                variables = self._trainable_variables + [
-                    v
-                    for v in self._non_trainable_variables
-                    if v is not self.skipped_writes
-                ]
-                for i, variable in enumerate(variables):
-                    variable.assign(store[str(i)])
-                self.skipped_writes.assign(0.0)
-                return
-        super().load_own_variables(store)
+        if not self._load_own_variables_without(store, self.skipped_writes):
+            super().load_own_variables(store)

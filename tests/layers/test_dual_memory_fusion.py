@@ -542,3 +542,18 @@ def test_short_fit_keeps_the_default_memories_alive(legacy):
         assert min(distinct) < 0.8 * 30, distinct
     else:
         assert min(distinct) >= 0.8 * 30, distinct
+
+
+def test_file_without_skipped_writes_loads_the_other_variables():
+    # Files saved before the NaN-safe write hold every own variable but
+    # `skipped_writes`: those load in order and the count starts at 0.
+    layer = DualMemoryFusion(memory_slots=4, output_dim=8, writer_heads=2, seed=0)
+    layer.build([(None, 6), (None, 6)])
+    layer.skipped_writes.assign(5.0)
+    own = layer._trainable_variables + layer._non_trainable_variables
+    others = [v for v in own if v is not layer.skipped_writes]
+    store = {str(i): np_(v) + 0.5 for i, v in enumerate(others)}
+    layer.load_own_variables(store)
+    for i, v in enumerate(others):
+        np.testing.assert_allclose(np_(v), store[str(i)])
+    assert float(np_(layer.skipped_writes)) == 0.0
