@@ -13,6 +13,7 @@ from mmfusion_keras.models.mosei_heads import add_mosei_head
 from mmfusion_keras.models.mosei_heads import emotion_targets
 from mmfusion_keras.models.mosei_heads import mosei_loss
 from mmfusion_keras.testing import assert_raises_with_message
+from mmfusion_keras.testing import infer
 
 SHAPES = [(6, 5), (4, 3), (5, 2)]  # unaligned: own lengths and widths
 rng = np.random.default_rng(0)
@@ -84,7 +85,7 @@ def test_fit_one_step(head):
 def test_multiclass_head_and_loss():
     model = _tiny("multiclass", use_masks=False)
     xs, _ = _data()
-    probs = ops.convert_to_numpy(model(xs, training=False))
+    probs = infer(model, xs)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     y, _ = emotion_targets(np.eye(6, dtype="float32")[[0, 2, 5, 1]], "multiclass")
     loss = float(ops.convert_to_numpy(mosei_loss("multiclass")(y, probs)))
@@ -94,14 +95,14 @@ def test_multiclass_head_and_loss():
 def test_padding_does_not_change_the_prediction():
     model = _tiny("multilabel")
     xs, masks = _data()
-    before = ops.convert_to_numpy(model(xs + masks, training=False))
+    before = infer(model, xs + masks)
     changed = [x.copy() for x in xs]
     for x, m in zip(changed, masks):
         x[~m] = 7.0  # garbage in padded steps
-    after = ops.convert_to_numpy(model(changed + masks, training=False))
+    after = infer(model, changed + masks)
     np.testing.assert_allclose(after, before, atol=1e-4)
     changed[0][0, 0] += 1.0  # a real step changes it
-    moved = ops.convert_to_numpy(model(changed + masks, training=False))
+    moved = infer(model, changed + masks)
     assert not np.allclose(moved[0], before[0], atol=1e-5)
 
 
