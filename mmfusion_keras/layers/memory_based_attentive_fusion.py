@@ -22,6 +22,7 @@ _OLD_DEFAULTS = {
     "write": "soft",
     "composition_attention": "softmax_features",
     "read_similarity": "dot",
+    "read_projection_bias": True,
 }
 
 
@@ -238,9 +239,10 @@ class MemoryBasedAttentiveFusion(BaseFusion):
       `c = u alpha ⊙ b`, `h = ReLU(c ⊙ w)`. `b_hat` starts at zero and `w`
       at one, so the layer starts as the literal reading (`c = b`,
       `h = b`) and learns its attention from there. Its trainable weights
-      are `3 l^2 + 4 l` (the memory adds `k l` non-trainable ones); the
-      remaining `q l` of the paper's count is not explained by the text
-      (it grows with the batch size, like the paper's Eq. 10).
+      are `3 l^2 + 3 l` with the default centered keys (`3 l^2 + 4 l`
+      with `f_r`'s bias; the memory adds `k l` non-trainable ones); the
+      remaining `(q - 1) l` of the paper's count is not explained by the
+      text (it grows with the batch size, like the paper's Eq. 10).
       Needs `composition_units=None`.
 
     **Defaults** (chosen by measurement: `write="selected"`,
@@ -301,12 +303,21 @@ class MemoryBasedAttentiveFusion(BaseFusion):
     not informative.
 
     **Other readings of the paper.** `f_r` maps `x` to the memory width
-    `l`, a `Dense(l)` with bias, so that `f_r(x) M^T` scores every slot.
+    `l`, a `Dense(l)`, so that `f_r(x) M^T` scores every slot. Its bias
+    (`read_projection_bias=None`: only for the readings that keep it) is
+    used with `"dot"`, `"scaled"` and `"cosine"`; the centered readings
+    subtract the mean key feature by feature, so a bias `b_r` cancels
+    exactly (`f_r(x) - mean f_r = (x - mean x) W_r`: in training it gets
+    no gradient, only float rounding) and `f_r` is `x W_r` without it.
+    Files saved when the centered readings still had the bias (their
+    configs lack `read_projection_bias`) load with it, predicting as
+    before.
     `f_c` is a `Dense(composition_units)` with ReLU on `x ⊕ m`
     (`composition_units` defaults to `l`). Except in the `"vector"`
     reading, `w` of Eq. 7 is a `Dense(l)` without bias. The trainable
-    weights are `l^2 + l + 2 l u + u + u l` (`"literal"`), plus `u^2`
-    (`"softmax_features"`, `"rescaled"`), or `3 l^2 + 4 l` (`"vector"`);
+    weights are `l^2 + 2 l u + u + u l` (`"literal"`, centered keys; `+ l`
+    with `f_r`'s bias), plus `u^2` (`"softmax_features"`, `"rescaled"`),
+    or `3 l^2 + 3 l` (`"vector"`);
     the paper's Eq. 10 count (`2 l^2 + (q + 1) l`, `q` the batch size)
     does not match its own Table 3 (see `"vector"` above).
 
@@ -348,6 +359,10 @@ class MemoryBasedAttentiveFusion(BaseFusion):
             standardized keys), `"dot"` (as printed, the old behaviour),
             `"scaled"`, `"cosine"`, `"centered_scaled"` or
             `"centered_cosine"` (see "Read scores").
+        read_projection_bias: bool or None, whether `f_r` has a bias.
+            None (default): only when the keys are not centered (with the
+            `"centered_*"` readings the bias cancels and would be a dead
+            weight). True reproduces files saved before this option.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -387,9 +402,19 @@ class MemoryBasedAttentiveFusion(BaseFusion):
         write="selected",
         composition_attention="literal",
         read_similarity="centered_dot",
+        read_projection_bias=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if read_projection_bias is not None and not isinstance(
+            read_projection_bias, bool
+        ):
+            raise ValueError(
+                "Received an invalid value for argument `read_projection_bias`, "
+                "expected True, False or None (None: a bias only for the "
+                "readings that do not center the keys). "
+                f"Received: read_projection_bias={read_projection_bias!r}"
+            )
         if read_similarity not in _READ_SIMILARITIES:
             raise ValueError(
                 "Received an invalid value for argument `read_similarity`, "
@@ -452,6 +477,10 @@ class MemoryBasedAttentiveFusion(BaseFusion):
         self.write = write
         self.composition_attention = composition_attention
         self.read_similarity = read_similarity
+        if read_projection_bias is None:
+            # Centered keys: a bias of f_r cancels in the standardization.
+            read_projection_bias = not read_similarity.startswith("centered")
+        self.read_projection_bias = read_projection_bias
 
     def build(self, input_shape):
         shapes = self._validate_input_shapes(input_shape)
@@ -472,6 +501,7 @@ class MemoryBasedAttentiveFusion(BaseFusion):
             suffix = "" if len(unit_widths) == 1 else f"_{j}"
             read_projection = keras.layers.Dense(
                 width,
+                use_bias=self.read_projection_bias,
                 kernel_initializer=self.kernel_initializer,
                 dtype=self.dtype_policy,
                 name=f"read_projection{suffix}",
@@ -709,6 +739,7 @@ class MemoryBasedAttentiveFusion(BaseFusion):
             "write": self.write,
             "composition_attention": self.composition_attention,
             "read_similarity": self.read_similarity,
+            "read_projection_bias": self.read_projection_bias,
         }
 
     @classmethod

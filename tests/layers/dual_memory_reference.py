@@ -103,20 +103,34 @@ def batch_norm_inference(x, gamma, beta, mean, var, eps=1e-3):
     return gamma * (x - mean) / np.sqrt(var + eps) + beta
 
 
+def standardize(x, eps, stats=None):
+    """Feature-wise standardization: with `stats = (mean, var)` (the moving
+    statistics, inference) or the batch's mean and biased variance."""
+    if stats is None:
+        stats = (x.mean(axis=0), x.var(axis=0))
+    mean, var = stats
+    return (x - mean) / np.sqrt(var + eps)
+
+
 def dual_memory_forward(x_a, x_t, memory_a, memory_t, p, noise=(None, None)):
     """The layer's output `x_f` (Eq. 1-3) with weights `p` (a dict).
 
     `noise[0]` is the Gumbel noise of the read of `M_a`, `noise[1]` of
     `M_t`. Batch normalization in inference mode.
     """
+    if p.get("embedding_stats") is not None:  # embedding_norm="standardize"
+        eps = p.get("norm_epsilon", 1e-3)
+        x_a = standardize(x_a, eps, p["embedding_stats"][0])
+        x_t = standardize(x_t, eps, p["embedding_stats"][1])
     x_ta, z_a, tau_a = gumbel_read(x_t, memory_a, *p["temperature_a"], noise[0])
     x_at, z_t, tau_t = gumbel_read(x_a, memory_t, *p["temperature_t"], noise[1])
     p_1 = compact_bilinear(x_a, x_at, p["hashes"], p["signs"], p["dim"])  # Eq. 3
     p_2 = compact_bilinear(x_ta, x_t, p["hashes"], p["signs"], p["dim"])  # Eq. 3
     a_1 = feature_attention(p_1, p["attention_1"]) * p["dim"]  # rescaled
     a_2 = feature_attention(p_2, p["attention_2"]) * p["dim"]
-    f_1 = batch_norm_inference(a_1, *p["bn_1"])
-    f_2 = batch_norm_inference(a_2, *p["bn_2"])
+    eps = p.get("norm_epsilon", 1e-3)
+    f_1 = batch_norm_inference(a_1, *p["bn_1"], eps=eps)
+    f_2 = batch_norm_inference(a_2, *p["bn_2"], eps=eps)
     return (f_1 + f_2) / 2, (z_a, z_t), (tau_a, tau_t)
 
 

@@ -4,6 +4,7 @@ import pytest
 from dual_memory_reference import dual_memory_forward
 from dual_memory_reference import gumbel_read
 from dual_memory_reference import mean_pairwise_cosine
+from dual_memory_reference import standardize
 from dual_memory_reference import writer as reference_writer
 from keras import ops
 
@@ -94,6 +95,18 @@ def _errors():
             r"'unit'\). Received: gumbel_scale='half'",
         ),
         (
+            "embedding_norm",
+            lambda: DualMemoryFusion(embedding_norm="layer"),
+            r"argument `embedding_norm`, expected one of \('standardize', "
+            r"'none'\). Received: embedding_norm='layer'",
+        ),
+        (
+            "norm_momentum",
+            lambda: DualMemoryFusion(norm_momentum=1.5),
+            r"argument `norm_momentum`, expected a number between 0 and 1 "
+            r"\(exclusive\). Received: norm_momentum=1.5",
+        ),
+        (
             "writer_temperature",
             lambda: DualMemoryFusion(writer_temperature=0),
             r"argument `writer_temperature`, expected a positive finite number.*"
@@ -137,6 +150,9 @@ def _layer(**kwargs):
     r = np.random.default_rng(1)
     for m in layer.memories:  # sharper than Xavier, so the reads differ
         m.assign(r.standard_normal(tuple(m.shape)).astype("float32"))
+    for norm in layer.embedding_norms or []:  # moving statistics off 0 / 1
+        norm.moving_mean.assign(r.normal(0.0, 0.5, (6,)).astype("float32"))
+        norm.moving_variance.assign(r.uniform(0.5, 2.0, (6,)).astype("float32"))
     return layer
 
 
@@ -159,11 +175,27 @@ def _weights(layer):
         "attention_2": np_(layer.attentions[1].attentive_projection.kernel),
         "bn_1": bn(layer.norms[0]),
         "bn_2": bn(layer.norms[1]),
+        "norm_epsilon": layer.norm_epsilon,
+        "embedding_stats": None
+        if layer.embedding_norms is None
+        else [
+            (np_(n.moving_mean).astype("float64"), np_(n.moving_variance))
+            for n in layer.embedding_norms
+        ],
     }
 
 
-def test_inference_matches_numpy_reference():
-    layer = _layer()
+def _standardized(layer, x):
+    """The embeddings as a training step sees them (batch statistics)."""
+    x = x.astype("float64")
+    if layer.embedding_norms is None:
+        return x
+    return standardize(x, layer.norm_epsilon)
+
+
+@pytest.mark.parametrize("embedding_norm", ["none", "standardize"])
+def test_inference_matches_numpy_reference(embedding_norm):
+    layer = _layer(embedding_norm=embedding_norm)
     memories = [np_(m) for m in layer.memories]
     out = np_(layer([A, T], training=False))
     ref, (z_a, z_t), (tau_a, tau_t) = dual_memory_forward(
@@ -185,9 +217,14 @@ def test_inference_matches_numpy_reference():
         np.testing.assert_array_equal(np_(m), before)
 
 
-@pytest.mark.parametrize("gumbel_scale", ["similarity_spread", "unit"])
-def test_training_reader_with_fixed_gumbel_noise_matches_reference(gumbel_scale):
-    layer = _layer(gumbel_scale=gumbel_scale)
+@pytest.mark.parametrize(
+    "gumbel_scale,embedding_norm",
+    [("similarity_spread", "none"), ("unit", "none"), ("unit", "standardize")],
+)
+def test_training_reader_with_fixed_gumbel_noise_matches_reference(
+    gumbel_scale, embedding_norm
+):
+    layer = _layer(gumbel_scale=gumbel_scale, embedding_norm=embedding_norm)
     r = np.random.default_rng(7)
     noises = [r.gumbel(size=(5, 4)).astype("float32") for _ in range(2)]
     pending = list(noises)
@@ -199,18 +236,19 @@ def test_training_reader_with_fixed_gumbel_noise_matches_reference(gumbel_scale)
     w = _weights(layer)
     # x_{t,a}: the text query reads M_a (noise 0); x_{a,t}: audio reads M_t.
     scale = {"gumbel_scale": gumbel_scale}
+    a, t = _standardized(layer, A), _standardized(layer, T)
     read_a, z_a, tau_a = gumbel_read(
-        T, memories[0], *w["temperature_a"], noises[0], **scale
+        t, memories[0], *w["temperature_a"], noises[0], **scale
     )
     read_t, z_t, tau_t = gumbel_read(
-        A, memories[1], *w["temperature_t"], noises[1], **scale
+        a, memories[1], *w["temperature_t"], noises[1], **scale
     )
     np.testing.assert_allclose(np_(result["read_weights"][0]), z_a, atol=1e-5)
     np.testing.assert_allclose(np_(result["read_weights"][1]), z_t, atol=1e-5)
     np.testing.assert_allclose(np_(result["reads"][0]), read_a, atol=1e-5)
     np.testing.assert_allclose(np_(result["reads"][1]), read_t, atol=1e-5)
     # The noise matters: the noiseless read differs.
-    _, z_clean, _ = gumbel_read(T, memories[0], *w["temperature_a"])
+    _, z_clean, _ = gumbel_read(t, memories[0], *w["temperature_a"])
     assert not np.allclose(z_clean, z_a, atol=1e-3)
 
 
@@ -368,10 +406,14 @@ def _writer_weights(layer, j):
         ("hard", "post_norm"),
         ("straight_through", "rezero"),
         ("soft", "rezero"),
+        ("straight_through", "standardize"),
     ],
 )
 def test_batch_write_matches_numpy_writer(selection, block):
-    layer = _layer(writer_selection=selection, writer_block=block)
+    # "standardize": the rezero block on standardized embeddings.
+    norm = "standardize" if block == "standardize" else "none"
+    block = "rezero" if block == "standardize" else block
+    layer = _layer(writer_selection=selection, writer_block=block, embedding_norm=norm)
     for scales in layer.writer_scales:  # off zero, so the branches count
         scales.assign(np.array([0.7, -0.4], "float32"))
     before = [np_(m) for m in layer.memories]
@@ -380,7 +422,7 @@ def test_batch_write_matches_numpy_writer(selection, block):
     for j, x in enumerate((A, T)):
         expected = reference_writer(
             before[j],
-            x.astype("float64"),
+            _standardized(layer, x),
             weights[j],
             selection=selection,
             temperature=layer.writer_temperature,
@@ -485,6 +527,8 @@ def test_configs_without_writer_keys_load_the_legacy_writer():
     for key in ("writer_selection", "writer_temperature", "writer_block"):
         config.pop(key)
     config.pop("gumbel_scale")
+    assert (config.pop("norm_momentum"), config.pop("norm_epsilon")) == (0.9, 1e-5)
+    assert config.pop("embedding_norm") == "none"
     old = DualMemoryFusion.from_config(config)
     assert (old.writer_selection, old.writer_temperature, old.writer_block) == (
         "soft",
@@ -492,6 +536,12 @@ def test_configs_without_writer_keys_load_the_legacy_writer():
         "post_norm",
     )
     assert old.gumbel_scale == "unit"
+    # Keras's BatchNormalization defaults, which the composer had before.
+    assert (old.norm_momentum, old.norm_epsilon) == (0.99, 1e-3)
+    old.build([A.shape, T.shape])
+    assert (old.norms[0].momentum, old.norms[0].epsilon) == (0.99, 1e-3)
+    assert old.embedding_norm == "none" and old.embedding_norms is None
+    old = DualMemoryFusion.from_config(config)
     # Weights saved before `skipped_writes` existed (two own variables,
     # the memories) load, and the count starts at 0.
     old.build([A.shape, T.shape])
@@ -557,3 +607,27 @@ def test_file_without_skipped_writes_loads_the_other_variables():
     for i, v in enumerate(others):
         np.testing.assert_allclose(np_(v), store[str(i)])
     assert float(np_(layer.skipped_writes)) == 0.0
+
+
+def test_composer_norm_statistics_follow_training_within_three_epochs():
+    # Aligned embeddings (mean cosine ~0.97, as the speech-text audio
+    # branch's) and the number of steps of three speech-text epochs. With
+    # PyTorch's BatchNorm1d defaults (the default: momentum 0.9 in Keras's
+    # convention, epsilon 1e-5) the moving statistics have followed the
+    # batches; with Keras's (0.99, 1e-3) the moving variance is still mostly
+    # its initial 1, far above the batch variance, so inference outputs
+    # shrink towards a constant (what kept the speech-text model at chance).
+    spread, variance = {}, {}
+    for name, kwargs in (
+        ("default", {}),
+        ("keras", {"norm_momentum": 0.99, "norm_epsilon": 1e-3}),
+    ):
+        layer = DualMemoryFusion(**SMALL, seed=0, **kwargs)
+        r = np.random.default_rng(0)
+        x = [(1.0 + 0.2 * r.standard_normal((32, 6))).astype("float32")] * 2
+        for _ in range(30):
+            layer(x, training=True)
+        spread[name] = np_(layer(x, training=False)).std(axis=0).mean()
+        variance[name] = np_(layer.norms[0].moving_variance).mean()
+    assert variance["default"] < 0.2 < 0.5 < variance["keras"], variance
+    assert spread["default"] > 2 * spread["keras"], spread

@@ -21,6 +21,7 @@ from mmfusion_keras.inspection import model_memory_health
 from mmfusion_keras.layers import MemoryBasedAttentiveFusion
 from mmfusion_keras.layers.memory_based_attentive_fusion import safe_memory_write
 from mmfusion_keras.testing import run_layer_conformance
+from mmfusion_keras.testing import trainable_gradients
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -51,7 +52,12 @@ def _weights(layer, j=0):
 
     weights = {
         "read_kernel": np_(layer.read_projections[j].kernel),
-        "read_bias": np_(layer.read_projections[j].bias),
+        # Centered readings: f_r has no bias (it would cancel), i.e. zero.
+        "read_bias": (
+            np.zeros(layer.read_projections[j].units)
+            if layer.read_projections[j].bias is None
+            else np_(layer.read_projections[j].bias)
+        ),
         "composer_kernel": np_(layer.composers[j].kernel),
         "composer_bias": np_(layer.composers[j].bias),
     }
@@ -101,6 +107,9 @@ def _randomize(layer, seed=0):
     """Non-trivial values for the vector reading's zero/one initial weights."""
     r = np.random.default_rng(seed)
     for unit in range(len(layer.memories)):
+        bias = layer.read_projections[unit].bias
+        if bias is not None:
+            bias.assign(r.uniform(-0.5, 0.5, bias.shape).astype("float32"))
         if layer.composition_attention == "vector":
             v = layer.attentions[unit].attentive_vector
             v.assign(r.uniform(-1.0, 1.0, v.shape).astype("float32"))
@@ -177,6 +186,12 @@ def _errors():
             r"Received: read_similarity='euclidean'",
         ),
         (
+            "read_projection_bias",
+            lambda: MemoryBasedAttentiveFusion(read_projection_bias="yes"),
+            r"argument `read_projection_bias`, expected True, False or None "
+            r".*Received: read_projection_bias='yes'",
+        ),
+        (
             "vector + composition_units",
             lambda: MemoryBasedAttentiveFusion(
                 composition_attention="vector", composition_units=5
@@ -198,8 +213,9 @@ def _errors():
     "kwargs,n_trainable,n_non_trainable",
     [
         # Defaults: selected write, literal Eq. 5-6 (no attention weights),
-        # centered keys (moving mean and variance) + memory + skipped_writes.
-        ({"memory_slots": 4, "seed": 1}, 5, 4),
+        # centered keys (moving mean and variance) + memory + skipped_writes;
+        # f_r without bias (it cancels in the centering).
+        ({"memory_slots": 4, "seed": 1}, 4, 4),
         ({"memory_slots": 4, "read": "cross", "composition_units": 5, **OLD}, 6, 2),
         (
             {"memory_slots": 3, "memory": "per_modality"}
@@ -227,7 +243,7 @@ def test_three_modalities_conformance():
         {"memory_slots": 2, "read": "cross", "composition_attention": "rescaled"},
         [(None, 2), (None, 3), (None, 1)],
         expected_output_shape=(None, 6),
-        expected_num_trainable_weights=6,
+        expected_num_trainable_weights=5,
         expected_num_non_trainable_weights=4,
         run_mixed_precision=False,
     )
@@ -563,7 +579,8 @@ def test_vector_reading_matches_table_3_parameter_counts():
     for nf, mbaf, width, batch in TABLE_3.values():
         assert mbaf - nf == 3 * width**2 + (batch + 2) * width
     # Our readings, for a small l: the vector reading has 3 l^2 + O(l)
-    # weights, the matrix readings 5 l^2 + O(l).
+    # weights, the matrix readings 5 l^2 + O(l) (default centered keys:
+    # f_r without bias).
     width, k = 7, 4
     counts = {}
     for reading in READINGS:
@@ -572,11 +589,11 @@ def test_vector_reading_matches_table_3_parameter_counts():
         )
         layer.build([(None, 3), (None, 4)])
         counts[reading] = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
-    # f_r: l^2 + l; f_c: 2 l^2 + l; b_hat: l; w: l.
-    assert counts["vector"] == 3 * width**2 + 4 * width
+    # f_r: l^2; f_c: 2 l^2 + l; b_hat: l; w: l.
+    assert counts["vector"] == 3 * width**2 + 3 * width
     # The literal reading has no attention weights: f_r, f_c and an l x l w.
-    assert counts["literal"] == 4 * width**2 + 2 * width
-    matrix = 5 * width**2 + 2 * width
+    assert counts["literal"] == 4 * width**2 + width
+    matrix = 5 * width**2 + width
     assert counts["softmax_features"] == counts["rescaled"] == matrix
 
 
@@ -617,6 +634,14 @@ def test_old_config_without_the_new_keys_means_the_old_readings():
         "literal",
         "centered_dot",
     )
+    assert new.read_projection_bias is False
+    # Saved with centered keys before `read_projection_bias` existed: f_r
+    # had a bias, which the file holds.
+    config = MemoryBasedAttentiveFusion(memory_slots=3).get_config()
+    del config["read_projection_bias"]
+    centered_with_bias = MemoryBasedAttentiveFusion.from_config(config)
+    assert centered_with_bias.read_similarity == "centered_dot"
+    assert centered_with_bias.read_projection_bias is True
 
 
 def _clustered(n, seed):
@@ -677,3 +702,69 @@ def test_centered_keys_spread_reads_that_the_dot_product_gives_one_slot():
     # Two different samples give different read weights.
     z = reads["centered_dot"]
     assert np.abs(z[0] - z[1]).max() > 0.1
+
+
+@pytest.mark.parametrize("similarity", SIMILARITIES)
+def test_read_projection_bias_only_where_it_does_not_cancel(similarity):
+    layer = MemoryBasedAttentiveFusion(memory_slots=4, read_similarity=similarity)
+    layer.build([A.shape, T.shape])
+    has_bias = layer.read_projections[0].bias is not None
+    assert has_bias == (not similarity.startswith("centered"))
+    assert layer.get_config()["read_projection_bias"] is has_bias
+
+
+def _relative_gradients(layer, seed=0):
+    """max |gradient| of every trainable weight of `layer` (in a model),
+    divided by the largest over all weights, for one training-mode loss."""
+    keras.utils.set_random_seed(seed)
+    a, t = keras.Input((3,)), keras.Input((4,))
+    model = keras.Model([a, t], keras.layers.Dense(2)(layer([a, t])))
+    _randomize(layer)
+    x = [rng.standard_normal((8, 3)), rng.standard_normal((8, 4))]
+    x = [v.astype("float32") for v in x]
+    grads = trainable_gradients(model, x)
+    size = {
+        v.path: float(np.abs(g).max()) for v, g in zip(model.trainable_variables, grads)
+    }
+    top = max(size.values())
+    return {path: value / top for path, value in size.items()}
+
+
+def test_every_weight_of_the_centered_read_gets_a_real_gradient():
+    # Default: every trainable weight gets a gradient well above float
+    # rounding (the conformance check only asks for a non-zero one).
+    relative = _relative_gradients(MemoryBasedAttentiveFusion(memory_slots=4, seed=0))
+    assert min(relative.values()) > 1e-4, relative
+    # With the bias kept (files saved before the option), the bias of f_r
+    # gets only rounding: the dead weight that the default drops.
+    legacy = _relative_gradients(
+        MemoryBasedAttentiveFusion(memory_slots=4, seed=0, read_projection_bias=True)
+    )
+    (bias,) = [p for p in legacy if "read_projection" in p and p.endswith("bias")]
+    assert legacy[bias] < 1e-5, legacy
+    assert min(v for p, v in legacy.items() if p != bias) > 1e-4, legacy
+
+
+def test_shipped_avdigits_mbaf_predicts_as_before_the_bias_option():
+    # saved_models/avdigits_mbaf was saved with centered keys and f_r's bias
+    # (before `read_projection_bias` existed). Expected outputs: computed
+    # with the code before the option, per backend, on fixed inputs.
+    path = os.path.join(REPO, "saved_models", "avdigits_mbaf", "model.keras")
+    expected = np.load(os.path.join(DATA, "avdigits_mbaf_outputs_before_read_bias.npz"))
+    model = keras.saving.load_model(path, compile=False)
+    fusion = model.get_layer("fusion")
+    assert fusion.read_similarity == "centered_dot"
+    assert fusion.read_projection_bias is True
+    assert np.abs(ops.convert_to_numpy(fusion.read_projections[0].bias)).max() > 0
+    r = np.random.default_rng(0)
+    image = r.uniform(0, 1, (6, 8, 8, 1)).astype("float32")
+    audio = (0.1 * r.standard_normal((6, 16000))).astype("float32")
+    backend = keras.config.backend()
+    predictions = model.predict([image, audio], verbose=0)
+    np.testing.assert_allclose(
+        predictions, expected[f"{backend}_predictions"], rtol=0, atol=1e-6
+    )
+    encoder = keras.Model(model.inputs, fusion.input)
+    z = fusion.inspect(encoder.predict([image, audio], verbose=0))["read_weights"]
+    # Sharp softmaxes (scores spanning ~100) amplify float rounding.
+    np.testing.assert_allclose(z, expected[f"{backend}_read_weights"], atol=2e-5)
