@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from mmfusion_keras.layers import ConvLSTM
 from mmfusion_keras.layers import MultimodalConvLSTM
 from mmfusion_keras.models import build_early_fusion_model
 from mmfusion_keras.testing import assert_raises_with_message
@@ -64,9 +65,34 @@ def test_zeroed_input_is_ignored():
     assert not np.allclose(_predict(full, other), _predict(full, X))
 
 
+def test_models_saved_with_keras_conv_lstm_2d_still_load(tmp_path):
+    # The second C-LSTM of the "initial" model was keras.layers.ConvLSTM2D
+    # before ConvLSTM: such files load, and their weights fit a new model.
+    model = build_early_fusion_model("initial", **SIZES)
+
+    def with_keras_conv_lstm(layer):
+        if isinstance(layer, ConvLSTM):
+            return keras.layers.ConvLSTM2D(
+                layer.filters, layer.cell.kernel_size, padding="same", name=layer.name
+            )
+        return layer.__class__.from_config(layer.get_config())
+
+    old = keras.models.clone_model(model, clone_function=with_keras_conv_lstm)
+    assert isinstance(old.get_layer("clstm_2"), keras.layers.ConvLSTM2D)
+    old.set_weights(model.get_weights())
+    path = os.path.join(tmp_path, "old.keras")
+    old.save(path)
+    restored = keras.saving.load_model(path, compile=False)
+    assert isinstance(restored.get_layer("clstm_2"), keras.layers.ConvLSTM2D)
+    np.testing.assert_allclose(_predict(restored, X), _predict(model, X), atol=1e-5)
+    model.set_weights(restored.get_weights())
+    np.testing.assert_allclose(_predict(model, X), _predict(restored, X), atol=1e-5)
+
+
 def test_paper_sizes_are_the_defaults():
     model = build_early_fusion_model("initial")
     assert model.get_layer("multimodal_clstm").cell.filters == 64
+    assert isinstance(model.get_layer("clstm_2"), ConvLSTM)
     assert model.get_layer("clstm_2").filters == 64
     assert model.get_layer("dense").units == 128
     assert tuple(model.inputs[0].shape) in {(None, 8, 8, 1), (None, 79, 201)}
