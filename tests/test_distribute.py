@@ -85,11 +85,11 @@ assert cli.main(["train", "--task", "digits-views", "--batch-size", "3",
 print("OK", len(single), len(memories))
 """
     )
-    out = _run(
-        script,
-        "jax",
-        {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    # Appended to the flags tests/conftest.py sets (XLA's fast compile).
+    flags = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
     )
+    out = _run(script, "jax", {"XLA_FLAGS": flags.strip()})
     assert "OK" in out
 
 

@@ -4,6 +4,7 @@ from mmfusion_keras.layers.canonical_correlation_loss import CanonicalCorrelatio
 from mmfusion_keras.layers.canonical_projection import CanonicalProjection
 from mmfusion_keras.layers.compact_bilinear_pooling import CompactBilinearPooling
 from mmfusion_keras.layers.concatenate_fusion import ConcatenateFusion
+from mmfusion_keras.layers.conv_lstm import ConvLSTM
 from mmfusion_keras.layers.cross_modal_attention import CrossModalAttention
 from mmfusion_keras.layers.cross_modal_transformer_block import (
     CrossModalTransformerBlock,
@@ -32,6 +33,7 @@ __all__ = [
     "CanonicalProjection",
     "CompactBilinearPooling",
     "ConcatenateFusion",
+    "ConvLSTM",
     "CrossModalAttention",
     "CrossModalTransformerBlock",
     "DeltaSelfAttention",

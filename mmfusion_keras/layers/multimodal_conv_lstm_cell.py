@@ -33,6 +33,36 @@ def _kernel_size(layer, value):
     return tuple(value)
 
 
+def patch_matmul(h, kernel):
+    """A "same"-padded, stride-1 convolution of `h` written as one matmul.
+
+    The `kh x kw` patches of `h` `(batch, H, W, C)` are laid side by side
+    along the channels (`(batch, H, W, kh * kw * C)`, in the kernel's (row,
+    column, channel) order) and multiplied by `kernel` `(kh, kw, C, O)`
+    reshaped to `(kh * kw * C, O)`: the same sums as
+    `ops.conv(h, kernel, padding="same")`. Used for the hidden-state term
+    inside the recurrences: XLA on CPU differentiates a convolution inside a
+    loop (the kernel gradient) about 50x slower than outside one, while the
+    matmul form trains at the same speed on all backends.
+    """
+    kh, kw, channels, _ = kernel.shape
+    if (kh, kw) != (1, 1):
+        top, left = (kh - 1) // 2, (kw - 1) // 2
+        padded = ops.pad(
+            h, [(0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)]
+        )
+        height, width = h.shape[1], h.shape[2]
+        h = ops.concatenate(
+            [
+                padded[:, r : r + height, s : s + width, :]
+                for r in range(kh)
+                for s in range(kw)
+            ],
+            axis=-1,
+        )
+    return ops.matmul(h, ops.reshape(kernel, (kh * kw * channels, -1)))
+
+
 @keras.saving.register_keras_serializable(package="mmfusion_keras")
 class MultimodalConvLSTMCell(keras.layers.Layer):
     """One step of the multimodal convolutional LSTM (image + audio frame).
@@ -260,31 +290,11 @@ class MultimodalConvLSTMCell(keras.layers.Layer):
     def recurrent_gates(self, h):
         """`W_h * h`, the "same"-padded recurrent convolution, as one matmul.
 
-        The `kh x kw` patches of `h` are laid side by side along the channels
-        (`(batch, H', W', kh * kw * filters)`, in the kernel's (row, column,
-        channel) order) and multiplied by the kernel reshaped to
-        `(kh * kw * filters, 4 * filters)`: the same sums as `ops.conv`. XLA
-        on CPU differentiates a convolution inside a loop (the kernel
-        gradient) about 50x slower than outside one; the matmul form trains
-        at the same speed on all backends.
+        See `patch_matmul`: XLA on CPU differentiates a convolution inside a
+        loop (the kernel gradient) about 50x slower than outside one; the
+        matmul form trains at the same speed on all backends.
         """
-        kh, kw = self.kernel_size
-        if (kh, kw) != (1, 1):
-            top, left = (kh - 1) // 2, (kw - 1) // 2
-            padded = ops.pad(
-                h, [(0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)]
-            )
-            height, width = h.shape[1], h.shape[2]
-            h = ops.concatenate(
-                [
-                    padded[:, r : r + height, s : s + width, :]
-                    for r in range(kh)
-                    for s in range(kw)
-                ],
-                axis=-1,
-            )
-        kernel = ops.reshape(self.recurrent_kernel, (kh * kw * self.filters, -1))
-        return ops.matmul(h, kernel)
+        return patch_matmul(h, self.recurrent_kernel)
 
     def call(self, inputs, states, training=False):
         h_prev, c_prev, image_gates = states

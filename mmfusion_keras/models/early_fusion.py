@@ -5,7 +5,8 @@ and the audio (spectrogram frames) meet:
 
 - `"initial"`: initial-layer fusion. `MultimodalConvLSTM` (image + audio
   frames from the first layer on) -> 2x2 max pool of every hidden map ->
-  `ConvLSTM2D` -> 2x2 max pool -> Dense 128 ReLU -> Dense 10.
+  `ConvLSTM` (the function of `keras.layers.ConvLSTM2D`, computed so that
+  it trains fast on JAX too) -> 2x2 max pool -> Dense 128 ReLU -> Dense 10.
 - `"second"`: second-layer fusion. A `Conv2D` on the image and an `LSTM`
   on the audio, then a `MultimodalConvLSTM` on the image features and the
   LSTM's output sequence -> 2x2 max pool -> Dense 128 ReLU -> Dense 10.
@@ -17,6 +18,11 @@ and the audio (spectrogram frames) meet:
 model (a `Rescaling(0)` layer): the paper's unimodal models "without
 changing the underlying architecture" (section 5.3).
 
+Models saved before `ConvLSTM` replaced `keras.layers.ConvLSTM2D` still
+load (with their `ConvLSTM2D`); their weights also load into a model built
+now (same weights in the same order), e.g.
+`build_early_fusion_model(...).set_weights(old_model.get_weights())`.
+
 Choices where the paper is silent: convolutions use `"same"` padding (the
 8x8 AV-Digits images are too small for `"valid"`), `Conv2D` layers use a
 ReLU, the pooling after a recurrent layer with sequence output is applied
@@ -26,6 +32,7 @@ to every step, and the image stream of the FC model has no pooling.
 import keras
 import numpy as np
 
+from mmfusion_keras.layers.conv_lstm import ConvLSTM
 from mmfusion_keras.layers.multimodal_conv_lstm import MultimodalConvLSTM
 
 EARLY_FUSION_VARIANTS = ("initial", "second", "fc")
@@ -152,9 +159,7 @@ def build_early_fusion_model(
         x = keras.layers.TimeDistributed(
             keras.layers.MaxPooling2D(pool_size), name="pool_1"
         )(x)
-        x = keras.layers.ConvLSTM2D(units, kernel_size, padding="same", name="clstm_2")(
-            x
-        )
+        x = ConvLSTM(units, kernel_size, padding="same", name="clstm_2")(x)
         x = keras.layers.MaxPooling2D(pool_size, name="pool_2")(x)
         x = keras.layers.Flatten(name="flatten")(x)
     elif fusion == "second":

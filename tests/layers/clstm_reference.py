@@ -63,3 +63,37 @@ def multimodal_conv_lstm(image, audio, w, padding="same", mask=None):
         h, c = h_new, c_new
         hs.append(h)
     return np.stack(hs, axis=1), c
+
+
+def conv_lstm(frames, w, padding="same", mask=None):
+    """A plain convolutional LSTM (Shi et al., Eq. 3 without peepholes).
+
+    `frames` `(B, T, H, W, C)`, weights `kernel`, `recurrent_kernel`,
+    `bias` (gate order i, f, c, o). Returns all hidden maps and the last c.
+    A masked frame (`mask[b, t] == False`) keeps the previous h and c.
+    """
+    filters = w["recurrent_kernel"].shape[2]
+    kh, kw = w["kernel"].shape[:2]
+    b, _, height, width, _ = frames.shape
+    if padding == "valid":
+        height, width = height - kh + 1, width - kw + 1
+    h = np.zeros((b, height, width, filters))
+    c = np.zeros_like(h)
+    hs = []
+    for t in range(frames.shape[1]):
+        z = (
+            conv2d(frames[:, t], w["kernel"], padding)
+            + conv2d(h, w["recurrent_kernel"], "same")
+            + w["bias"]
+        )
+        z_i, z_f, z_g, z_o = np.split(z, 4, axis=-1)
+        i, f, g, o = sigmoid(z_i), sigmoid(z_f), np.tanh(z_g), sigmoid(z_o)
+        c_new = f * c + i * g
+        h_new = o * np.tanh(c_new)
+        if mask is not None:
+            keep = mask[:, t][:, None, None, None]
+            h_new = np.where(keep, h_new, h)
+            c_new = np.where(keep, c_new, c)
+        h, c = h_new, c_new
+        hs.append(h)
+    return np.stack(hs, axis=1), c

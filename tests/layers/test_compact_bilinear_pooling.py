@@ -135,7 +135,8 @@ def dense_formulation(xs, hashes, signs, dim):
     """
     spectrum = None
     for x, h, s in zip(xs, hashes, signs):
-        matrix = np.eye(dim)[h] * s[:, None]  # (d, D)
+        matrix = np.zeros((len(h), dim))  # (d, D): one_hot(h, D) * s
+        matrix[np.arange(len(h)), h] = s
         f = np.fft.rfft(x.astype("float64") @ matrix, n=dim)
         spectrum = f if spectrum is None else spectrum * f
     return np.fft.irfft(spectrum, n=dim)
@@ -200,12 +201,9 @@ def _input_gradients(model, xs, weights):
     if backend == "jax":
         import jax
 
-        return [
-            np.asarray(g)
-            for g in jax.grad(lambda ts: (model(ts) * weights).sum())(
-                [jax.numpy.asarray(x) for x in xs]
-            )
-        ]
+        # Jitted: one compile instead of one per op of the eager backward.
+        grad = jax.jit(jax.grad(lambda ts: (model(ts) * weights).sum()))
+        return [np.asarray(g) for g in grad([jax.numpy.asarray(x) for x in xs])]
     import torch
 
     ts = [torch.tensor(x, requires_grad=True) for x in xs]
