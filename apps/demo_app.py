@@ -35,21 +35,42 @@ NO_BLANK = "nothing"
 def get_model(path, mtime):
     """A `core.LoadedModel`, once per file version and server process.
 
-    A pretrained text encoder the card names (MiniLM: several seconds to
-    load) is loaded here too, under the spinner, not on the first upload.
+    A pretrained text encoder the card's text kind needs (MiniLM: several
+    seconds to load) is loaded here too, under the spinner, not on the
+    first upload.
     """
     del mtime  # part of the cache key only: a rewritten file is reloaded
     loaded = core.load_model(path)
+    from mmfusion_keras.tasks import TEXT_KINDS
     from mmfusion_keras.tasks import prepare_inputs
 
+    # Every text input of the card (its kind is one of the library's text
+    # kinds, whatever the kind is called): one sentence through
+    # `prepare_inputs` loads the kind's encoder (instant for a vocabulary).
     text = {
         name: spec
         for name, spec in loaded.card["preprocessing"]["inputs"].items()
-        if spec.get("kind", "").startswith(("minilm", "glove"))
+        if spec.get("kind") in TEXT_KINDS
     }
     if text:
         prepare_inputs({"inputs": text}, {name: ["warm up"] for name in text})
     return loaded
+
+
+@st.cache_resource(
+    show_spinner="Measuring the memory's reads on the bundled test split (once "
+    "per model)..."
+)
+def get_reference(path, mtime):
+    """`core.reference_reads` of a memory model, once per file version.
+
+    The memory health's read figures (entropy, slots read) are figures of
+    many inputs: they come from the task's bundled test split (the model
+    card's figures when the card was written for this file, else a forward
+    pass of the split), not from the one input on the page.
+    """
+    loaded = get_model(path, mtime)
+    return core.reference_from_card(loaded) or core.reference_reads(loaded)
 
 
 @st.cache_resource(show_spinner="Loading the bundled test split...")
@@ -367,8 +388,11 @@ def chart(pair):
 
 
 def results_section(loaded, twin, raw, sources, blank):
+    reference = None
+    if loaded.memory_layer is not None:
+        reference = get_reference(loaded.path, _mtime(loaded.path))
     try:
-        analysis = core.analyze(loaded, twin, raw, blank)
+        analysis = core.analyze(loaded, twin, raw, blank, reference)
     except ValueError as e:
         st.error(f"Cannot run the model on these inputs. {e}")
         st.stop()
@@ -446,10 +470,16 @@ def memory_section(analysis):
             "The memories are written only in training: here they are the trained "
             "model's memories, unchanged."
         )
+    where = views[0].reference
     st.markdown(
-        "**Memory health** (slots with no other slot at cosine > 0.99; read "
-        "entropy of this input, 1 = uniform):\n"
-        + "\n".join(f"- {view.describe()}" for view in views)
+        "**Memory health** (distinct slots: no other slot at cosine > 0.99; "
+        + (
+            f"read entropy (1 = uniform) and slots read over {where}"
+            if where
+            else "no bundled test split for this task, so no read figures"
+        )
+        + "), and this input's own read:\n"
+        + "\n".join(f"- {view.describe()}; {view.input_read()}" for view in views)
     )
     for view in views:
         warning = core.collapse_warning(view)
