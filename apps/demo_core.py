@@ -510,6 +510,83 @@ def inputs_used(card, raw, sources):
     return "Inputs used: " + "; ".join(parts), warnings
 
 
+# A typed sentence whose all-MiniLM-L6-v2 sentence vector has a cosine
+# similarity below this to every training sentence of the model's task is
+# called far from the training sentences. Chosen on the speech-text unseen
+# split (48 new sentences, never trained on): their closest training
+# sentence lies at cosine 0.258 to 0.76 (median 0.45), so 0.25 flags none
+# of them. Strings such as "lorem ipsum dolor sit amet" (0.18) or "asdf
+# qwerty zxcv" (0.23) fall below it; not all nonsense does ("xyzzy 🤖
+# qwerty asdf": 0.31, "hello": 0.31). Measured with
+# `text_reference` / `far_from_training` on the bundled data (docs/app.md).
+FAR_FROM_TRAINING = 0.25
+
+
+@dataclasses.dataclass
+class TextReference:
+    """The training sentences of a task, as MiniLM sentence vectors."""
+
+    sentences: list
+    vectors: np.ndarray  # (n, 384), L2-normalized rows
+    max_tokens: int
+
+
+def _minilm_kinds():
+    from mmfusion_keras.tasks import TEXT_ENCODERS
+
+    return set(TEXT_ENCODERS["minilm"])
+
+
+def text_reference(card, split="train"):
+    """A `TextReference` for a model whose text kind is a MiniLM kind, or None.
+
+    The distinct sentences of the task's bundled `split`, encoded with the
+    same frozen encoder and pooling as `prepare_inputs`' "minilm_sentence"
+    kind. A few seconds (once per task: the app caches it).
+    """
+    from mmfusion_keras.datasets.text import MINILM_SENTENCE_TOKENS
+    from mmfusion_keras.datasets.text import minilm_sentence_features
+    from mmfusion_keras.tasks import get_task
+
+    spec = card["preprocessing"]["inputs"].get("text") or {}
+    if spec.get("kind") not in _minilm_kinds():
+        return None
+    try:
+        task = get_task(card["task"])
+    except ValueError:
+        return None
+    if task.load_raw is None or split not in task.splits:
+        return None
+    raw, _ = task.load_raw(split)
+    sentences = sorted({" ".join(str(t).split()) for t in raw["text"]})
+    max_tokens = int(spec.get("max_tokens") or MINILM_SENTENCE_TOKENS)
+    vectors = minilm_sentence_features(sentences, max_tokens)
+    return TextReference(sentences, np.asarray(vectors, "float64"), max_tokens)
+
+
+def far_from_training(reference, text):
+    """A warning when `text` is far from every training sentence, else None.
+
+    Cosine similarity of the sentence's MiniLM vector to its closest
+    training sentence, against `FAR_FROM_TRAINING`.
+    """
+    from mmfusion_keras.datasets.text import minilm_sentence_features
+
+    vector = np.asarray(minilm_sentence_features([text], reference.max_tokens)[0])
+    similarity = reference.vectors @ vector.astype("float64")
+    best = int(np.argmax(similarity))
+    if similarity[best] >= FAR_FROM_TRAINING:
+        return None
+    return (
+        "This sentence is far from every sentence the model was trained on "
+        f"(closest: \u201c{_escape(reference.sentences[best])}\u201d at cosine "
+        f"{similarity[best]:.2f} in the MiniLM sentence space; new sentences of "
+        f"the unseen split all score at least {FAR_FROM_TRAINING}). The text "
+        "branch may read it as anything: the prediction rests on the audio, or "
+        "is arbitrary."
+    )
+
+
 # Requests are run as a batch of this many rows (the real input, then the
 # blanked one or a copy): one input shape, so compiled backends (JAX, TF)
 # trace the model once and toggling the blank never recompiles.

@@ -741,3 +741,66 @@ def test_a_backend_restart_clears_the_uploads_on_screen_and_in_use(app, monkeypa
     # The typed sentence is a widget value the browser keeps: shown and used.
     assert app.text_input(key="text").value == "I am so glad to see you"
     assert "**text** (typed)" in used(app)
+
+
+def test_large_heatmaps_are_one_image_mark_with_the_cells_colours():
+    import base64
+
+    import demo_charts as charts
+    from matplotlib import colormaps
+    from PIL import Image
+
+    matrix = np.arange(40 * 50, dtype="float64").reshape(40, 50)
+    data, spec = charts.heatmap(matrix, "big", "column", "row")
+    image_layer, legend_layer = spec["layer"]
+    assert image_layer["mark"]["type"] == "image" and len(data) == 1
+    assert image_layer["encoding"]["y"]["scale"]["reverse"] is True  # row 0 on top
+    assert legend_layer["encoding"]["color"]["scale"]["domain"] == [0.0, 1999.0]
+    url = data["url"][0]
+    png = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    pixels = np.asarray(png.convert("RGBA"))
+    assert pixels.shape[0] % 40 == 0 and pixels.shape[1] % 50 == 0
+    cell_h, cell_w = pixels.shape[0] // 40, pixels.shape[1] // 50
+    viridis = colormaps["viridis"]
+    for row, col in ((0, 0), (39, 49), (20, 7)):
+        expected = viridis(matrix[row, col] / 1999.0, bytes=True)
+        got = pixels[row * cell_h + cell_h // 2, col * cell_w + cell_w // 2]
+        np.testing.assert_array_equal(got, expected)
+    # Small or labelled heatmaps keep one rect (and tooltip) per cell.
+    data, spec = charts.heatmap(matrix[:8, :8], "small", "column", "row")
+    assert spec["mark"]["type"] == "rect" and len(data) == 64
+
+
+def test_a_typed_sentence_far_from_the_training_sentences_is_warned(app):
+    spec = _shown_card(app)["preprocessing"]["inputs"]["text"]
+    if spec["kind"] not in ("minilm_sentence", "minilm_tokens"):
+        pytest.skip("the shown model reads a word vocabulary (unknown words marked)")
+    app.text_input(key="text").input("lorem ipsum dolor sit amet").run()
+    assert not app.exception, app.exception
+    far = [w for w in texts(app, "warning") if "far from every sentence" in w]
+    assert len(far) == 1, texts(app, "warning")
+    assert re.search(r"at cosine 0\.[01]\d in the MiniLM sentence space", far[0])
+    prediction(app)  # a warning, not a refusal
+    app.text_input(key="text").input("I am so glad to see you again").run()
+    assert not any("far from every sentence" in w for w in texts(app, "warning"))
+
+
+def test_far_from_training_uses_the_closest_training_sentence():
+    reference = core.TextReference(
+        ["a", "b"], np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), 64
+    )
+    import mmfusion_keras.datasets.text as text_module
+
+    vectors = {"near": [0.6, 0.8, 0.0], "far": [0.2, 0.1, 0.97]}
+
+    def fake(texts, max_tokens):
+        return np.array([vectors[t] for t in texts])
+
+    original = text_module.minilm_sentence_features
+    text_module.minilm_sentence_features = fake
+    try:
+        assert core.far_from_training(reference, "near") is None
+        warning = core.far_from_training(reference, "far")
+    finally:
+        text_module.minilm_sentence_features = original
+    assert "closest: \u201ca\u201d at cosine 0.20" in warning
