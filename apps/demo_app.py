@@ -5,15 +5,19 @@ Start it with `mmfusion demo [--port 8501] [--backend jax]`, or
 (next to this file); this file is the page.
 """
 
+import gc
 import os
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# Streamlit runs this file again on every rerun: insert the paths once.
+_APPS = os.path.dirname(os.path.abspath(__file__))
+if _APPS not in sys.path:
+    sys.path.insert(0, _APPS)
 # In a checkout, use the library next to this app (not another installed copy).
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if os.path.isdir(os.path.join(_REPO, "mmfusion_keras")):
+_REPO = os.path.dirname(_APPS)
+if os.path.isdir(os.path.join(_REPO, "mmfusion_keras")) and _REPO not in sys.path:
     sys.path.insert(1, _REPO)
 
 import demo_charts as charts  # noqa: E402
@@ -28,6 +32,19 @@ NO_BLANK = "nothing"
 # ---------------------------------------------------------------- caches
 
 
+def _freeze():
+    """Moves every object alive now out of the garbage collector's sight.
+
+    Streamlit runs `gc.collect(2)` after every rerun (`runner.postScriptGC`)
+    and Python runs full collections by itself; with Keras, the backends,
+    the models and the text encoder loaded that is about 600 000 objects,
+    0.3-0.4 s of CPU per collection, paid on every upload. The cached
+    models and data live as long as the server: frozen (`gc.freeze`), the
+    collections only walk what later reruns create.
+    """
+    gc.freeze()
+
+
 @st.cache_resource(
     show_spinner="Loading the model and its text encoder (once per server; "
     "then cached)..."
@@ -35,21 +52,58 @@ NO_BLANK = "nothing"
 def get_model(path, mtime):
     """A `core.LoadedModel`, once per file version and server process.
 
-    A pretrained text encoder the card names (MiniLM: several seconds to
-    load) is loaded here too, under the spinner, not on the first upload.
+    A pretrained text encoder the card's text kind needs (MiniLM: several
+    seconds to load) is loaded here too, under the spinner, not on the
+    first upload.
     """
     del mtime  # part of the cache key only: a rewritten file is reloaded
     loaded = core.load_model(path)
+    from mmfusion_keras.tasks import TEXT_KINDS
     from mmfusion_keras.tasks import prepare_inputs
 
+    # Every text input of the card (its kind is one of the library's text
+    # kinds, whatever the kind is called): one sentence through
+    # `prepare_inputs` loads the kind's encoder (instant for a vocabulary).
     text = {
         name: spec
         for name, spec in loaded.card["preprocessing"]["inputs"].items()
-        if spec.get("kind", "").startswith(("minilm", "glove"))
+        if spec.get("kind") in TEXT_KINDS
     }
     if text:
         prepare_inputs({"inputs": text}, {name: ["warm up"] for name in text})
+    _freeze()
     return loaded
+
+
+@st.cache_resource(
+    show_spinner="Measuring the memory's reads on the bundled test split (once "
+    "per model)..."
+)
+def get_reference(path, mtime):
+    """`core.reference_reads` of a memory model, once per file version.
+
+    The memory health's read figures (entropy, slots read) are figures of
+    many inputs: they come from the task's bundled test split (the model
+    card's figures when the card was written for this file, else a forward
+    pass of the split), not from the one input on the page.
+    """
+    loaded = get_model(path, mtime)
+    reference = core.reference_from_card(loaded) or core.reference_reads(loaded)
+    _freeze()
+    return reference
+
+
+@st.cache_resource(
+    show_spinner="Encoding the training sentences, to compare yours with them (once)..."
+)
+def get_text_reference(task, spec_json):
+    """`core.text_reference` of a task's training sentences, once per task."""
+    import json
+
+    card = {"task": task, "preprocessing": {"inputs": {"text": json.loads(spec_json)}}}
+    reference = core.text_reference(card)
+    _freeze()
+    return reference
 
 
 @st.cache_resource(show_spinner="Loading the bundled test split...")
@@ -84,6 +138,7 @@ def get_test_samples(task):
             samples.append(
                 (label, {"image": image, "audio": audio}, f"{label} (voice {speaker})")
             )
+    _freeze()
     return samples
 
 
@@ -367,8 +422,11 @@ def chart(pair):
 
 
 def results_section(loaded, twin, raw, sources, blank):
+    reference = None
+    if loaded.memory_layer is not None:
+        reference = get_reference(loaded.path, _mtime(loaded.path))
     try:
-        analysis = core.analyze(loaded, twin, raw, blank)
+        analysis = core.analyze(loaded, twin, raw, blank, reference)
     except ValueError as e:
         st.error(f"Cannot run the model on these inputs. {e}")
         st.stop()
@@ -400,6 +458,16 @@ def results_section(loaded, twin, raw, sources, blank):
     st.markdown(used)
     for warning in input_warnings:
         st.warning(warning)
+    text_spec = loaded.card["preprocessing"]["inputs"].get("text")
+    if text_spec is not None and not sources.get("text", "").startswith("bundled"):
+        import json
+
+        reference = get_text_reference(
+            loaded.card["task"], json.dumps(text_spec, sort_keys=True)
+        )
+        far = reference and core.far_from_training(reference, raw["text"])
+        if far:
+            st.warning(far)
     left, right = st.columns(2)
     with left:
         chart(charts.probability_chart(analysis))
@@ -446,10 +514,16 @@ def memory_section(analysis):
             "The memories are written only in training: here they are the trained "
             "model's memories, unchanged."
         )
+    where = views[0].reference
     st.markdown(
-        "**Memory health** (slots with no other slot at cosine > 0.99; read "
-        "entropy of this input, 1 = uniform):\n"
-        + "\n".join(f"- {view.describe()}" for view in views)
+        "**Memory health** (distinct slots: no other slot at cosine > 0.99; "
+        + (
+            f"read entropy (1 = uniform) and slots read over {where}"
+            if where
+            else "no bundled test split for this task, so no read figures"
+        )
+        + "), and this input's own read:\n"
+        + "\n".join(f"- {view.describe()}; {view.input_read()}" for view in views)
     )
     for view in views:
         warning = core.collapse_warning(view)

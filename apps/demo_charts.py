@@ -7,6 +7,8 @@ draws it. The matplotlib figures in `demo_core` (PNG) stay for notebooks
 and reports; the page uses these.
 """
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -163,11 +165,128 @@ def attention_bar_chart(analysis):
     return pd.DataFrame.from_records(records), spec
 
 
+# A heatmap with more cells than this is sent as one PNG image mark instead
+# of one rect mark per cell: the browser then draws one mark, not thousands
+# (the memory heatmap has slots x features cells, the spectrogram up to
+# 64 x 150). Smaller ones (the 8x8 image, attention maps with word labels)
+# stay rects, with a tooltip per cell.
+IMAGE_CELLS = 1500
+# Vega scheme -> matplotlib colormap of the same colours, for the PNGs.
+_COLORMAPS = {"viridis": "viridis", "magma": "magma", "blues": "Blues",
+              "greys": "Greys", "redblue": "RdBu"}  # fmt: skip
+
+
+def _png_url(matrix, scheme, low, high, reverse=False, flip=False, pixels=(600, 240)):
+    """A matrix coloured with a Vega scheme, as a `data:` PNG URL.
+
+    Each cell becomes a block of whole pixels (nearest neighbour, about
+    `pixels` in all), so the browser's smoothing of a scaled image does
+    not blur the cells. `flip`: the first row at the bottom.
+    """
+    import base64
+    import io
+
+    from matplotlib import colormaps
+    from PIL import Image
+
+    matrix = np.asarray(matrix, "float64")
+    cmap = colormaps[_COLORMAPS[scheme]]
+    if reverse:
+        cmap = cmap.reversed()
+    scaled = np.clip((matrix - low) / ((high - low) or 1.0), 0.0, 1.0)
+    rgba = cmap(np.nan_to_num(scaled), bytes=True)
+    if flip:
+        rgba = rgba[::-1]
+    rows, cols = matrix.shape
+    sy = max(1, int(np.ceil(pixels[1] / rows)))
+    sx = max(1, int(np.ceil(pixels[0] / cols)))
+    rgba = np.repeat(np.repeat(rgba, sy, axis=0), sx, axis=1)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def image_heatmap(url, x, y, color, title, height=HEIGHT):
+    """A Vega-Lite chart of one image mark spanning `x` and `y`.
+
+    Args:
+        url: the picture (`_png_url`).
+        x, y: `(title, low, high, reverse)` of each axis; the image spans
+            `[low, high]`.
+        color: `(title, scale)` of the colour legend (drawn from an
+            invisible layer holding the scale's domain).
+    """
+    (x_title, x0, x1, _), (y_title, y0, y1, y_reverse) = x, y
+    x_enc = {
+        "field": "x",
+        "type": "quantitative",
+        "title": x_title,
+        "scale": {"domain": [x0, x1], "nice": False, "zero": False},
+    }
+    y_enc = {"field": "y", "type": "quantitative", "title": y_title,
+             "scale": {"domain": [y0, y1], "nice": False, "zero": False,
+                       "reverse": y_reverse}}  # fmt: skip
+    legend_title, scale = color
+    low, high = scale["domain"]
+    spec = {
+        **CANVAS,
+        "title": title,
+        "height": height,
+        "layer": [
+            {
+                "mark": {"type": "image", "aspect": False},
+                "encoding": {
+                    "x": x_enc,
+                    "x2": {"field": "x2"},
+                    "y": y_enc,
+                    "y2": {"field": "y2"},
+                    "url": {"field": "url", "type": "nominal"},
+                },
+            },
+            {
+                "data": {"values": [{"v": low}, {"v": high}]},
+                "mark": {"type": "point", "opacity": 0},
+                "encoding": {
+                    "color": {
+                        "field": "v",
+                        "type": "quantitative",
+                        "title": legend_title,
+                        "scale": scale,
+                    },
+                },
+            },  # fmt: skip
+        ],
+    }
+    data = pd.DataFrame({"x": [x0], "x2": [x1], "y": [y0], "y2": [y1], "url": [url]})
+    return data, spec
+
+
 def heatmap(matrix, title, x_title, y_title, scheme="viridis", diverging=False,
             x_labels=None, y_labels=None, height=HEIGHT):  # fmt: skip
-    """A matrix as a Vega-Lite rect heatmap (rows on y, columns on x)."""
+    """A matrix as a Vega-Lite heatmap (rows on y, top to bottom; columns on x).
+
+    Rect marks (one per cell, with tooltips) up to `IMAGE_CELLS` cells or
+    with labelled axes; one PNG image mark otherwise.
+    """
     matrix = np.asarray(matrix, "float64")
     rows, cols = matrix.shape
+    if rows * cols > IMAGE_CELLS and x_labels is None and y_labels is None:
+        if diverging:
+            limit = float(np.percentile(np.abs(matrix), 99)) or 1.0
+            low, high, reverse = -limit, limit, True
+            scale = {"scheme": "redblue", "reverse": True, "domain": [low, high]}
+        else:
+            low, high, reverse = float(matrix.min()), float(matrix.max()), False
+            scale = {"scheme": scheme, "domain": [low, high]}
+        url = _png_url(matrix, "redblue" if diverging else scheme, low, high, reverse)
+        return image_heatmap(
+            url,
+            (x_title, -0.5, cols - 0.5, False),
+            (y_title, -0.5, rows - 0.5, True),
+            ("value", scale),
+            title,
+            height,
+        )
     ii, jj = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
     data = pd.DataFrame({"row": ii.ravel(), "col": jj.ravel(), "value": matrix.ravel()})
     x = {"field": "col", "type": "ordinal", "title": x_title}
@@ -205,8 +324,29 @@ def heatmap(matrix, title, x_title, y_title, scheme="viridis", diverging=False,
     return data, spec
 
 
+_MEMORY_CHARTS = {}
+
+
 def memory_chart(view):
-    """The memory matrix, slots x features (fixed at inference)."""
+    """The memory matrix, slots x features (fixed at inference).
+
+    The memory does not change between requests: its chart (a PNG) is
+    built once per memory and kept (the 8 latest).
+    """
+    import hashlib
+
+    memory = np.ascontiguousarray(view.memory, "float64")
+    key = (view.title, tuple(view.spans), memory.shape,
+           hashlib.sha1(memory.tobytes()).hexdigest())  # fmt: skip
+    if key not in _MEMORY_CHARTS:
+        if len(_MEMORY_CHARTS) >= 8:
+            _MEMORY_CHARTS.pop(next(iter(_MEMORY_CHARTS)))
+        _MEMORY_CHARTS[key] = _memory_chart(view)
+    data, spec = _MEMORY_CHARTS[key]
+    return data.copy(), json.loads(json.dumps(spec))
+
+
+def _memory_chart(view):
     k, width = view.memory.shape
     spans = "; ".join(f"{name} {a}-{b - 1}" for name, a, b in view.spans)
     title = f"{view.title}: {k} slots x {width} features"
@@ -330,45 +470,19 @@ def audio_charts(waveform, model_seconds):
     loudest = float(pooled.max())
     ff = f[: nf * fb].reshape(nf, fb).mean(1)
     tt = frames[: nt * tb].reshape(nt, tb).mean(1)
-    fi, ti = np.meshgrid(ff, tt, indexing="ij")
-    spec_data = pd.DataFrame(
-        {
-            "time": ti.ravel(),
-            "frequency": fi.ravel(),
-            "dB": pooled.ravel(),
-        }
-    )
     dt = float(tt[1] - tt[0]) if len(tt) > 1 else 0.01
     df = float(ff[1] - ff[0]) if len(ff) > 1 else 100.0
-    spectro_spec = {
-        **CANVAS,
-        "title": "Spectrogram (25 ms windows, 10 ms hop)",
-        "height": 170,
-        "transform": [
-            {"calculate": f"datum.time + {dt}", "as": "t2"},
-            {"calculate": f"datum.frequency + {df}", "as": "f2"},
-        ],
-        "mark": {"type": "rect"},
-        "encoding": {
-            "x": {"field": "time", "type": "quantitative", "title": "time (s)"},
-            "x2": {"field": "t2"},
-            "y": {
-                "field": "frequency",
-                "type": "quantitative",
-                "title": "frequency (Hz)",
-            },
-            "y2": {"field": "f2"},
-            "color": {
-                "field": "dB",
-                "type": "quantitative",
-                "scale": {
-                    "scheme": "magma",
-                    "domain": [loudest - 80, loudest],
-                    "clamp": True,
-                },
-            },  # fmt: skip
-        },
-    }
+    scale = {"scheme": "magma", "domain": [loudest - 80, loudest]}
+    # One image mark (low frequencies at the bottom), not nf x nt rects.
+    url = _png_url(pooled, "magma", loudest - 80, loudest, flip=True)
+    spec_data, spectro_spec = image_heatmap(
+        url,
+        ("time (s)", float(tt[0] - dt / 2), float(tt[-1] + dt / 2), False),
+        ("frequency (Hz)", float(ff[0] - df / 2), float(ff[-1] + df / 2), False),
+        ("dB", scale),
+        "Spectrogram (25 ms windows, 10 ms hop)",
+        height=170,
+    )
     return (wave, wave_spec), (spec_data, spectro_spec)
 
 

@@ -510,6 +510,83 @@ def inputs_used(card, raw, sources):
     return "Inputs used: " + "; ".join(parts), warnings
 
 
+# A typed sentence whose all-MiniLM-L6-v2 sentence vector has a cosine
+# similarity below this to every training sentence of the model's task is
+# called far from the training sentences. Chosen on the speech-text unseen
+# split (48 new sentences, never trained on): their closest training
+# sentence lies at cosine 0.258 to 0.76 (median 0.45), so 0.25 flags none
+# of them. Strings such as "lorem ipsum dolor sit amet" (0.18) or "asdf
+# qwerty zxcv" (0.23) fall below it; not all nonsense does ("xyzzy 🤖
+# qwerty asdf": 0.31, "hello": 0.31). Measured with
+# `text_reference` / `far_from_training` on the bundled data (docs/app.md).
+FAR_FROM_TRAINING = 0.25
+
+
+@dataclasses.dataclass
+class TextReference:
+    """The training sentences of a task, as MiniLM sentence vectors."""
+
+    sentences: list
+    vectors: np.ndarray  # (n, 384), L2-normalized rows
+    max_tokens: int
+
+
+def _minilm_kinds():
+    from mmfusion_keras.tasks import TEXT_ENCODERS
+
+    return set(TEXT_ENCODERS["minilm"])
+
+
+def text_reference(card, split="train"):
+    """A `TextReference` for a model whose text kind is a MiniLM kind, or None.
+
+    The distinct sentences of the task's bundled `split`, encoded with the
+    same frozen encoder and pooling as `prepare_inputs`' "minilm_sentence"
+    kind. A few seconds (once per task: the app caches it).
+    """
+    from mmfusion_keras.datasets.text import MINILM_SENTENCE_TOKENS
+    from mmfusion_keras.datasets.text import minilm_sentence_features
+    from mmfusion_keras.tasks import get_task
+
+    spec = card["preprocessing"]["inputs"].get("text") or {}
+    if spec.get("kind") not in _minilm_kinds():
+        return None
+    try:
+        task = get_task(card["task"])
+    except ValueError:
+        return None
+    if task.load_raw is None or split not in task.splits:
+        return None
+    raw, _ = task.load_raw(split)
+    sentences = sorted({" ".join(str(t).split()) for t in raw["text"]})
+    max_tokens = int(spec.get("max_tokens") or MINILM_SENTENCE_TOKENS)
+    vectors = minilm_sentence_features(sentences, max_tokens)
+    return TextReference(sentences, np.asarray(vectors, "float64"), max_tokens)
+
+
+def far_from_training(reference, text):
+    """A warning when `text` is far from every training sentence, else None.
+
+    Cosine similarity of the sentence's MiniLM vector to its closest
+    training sentence, against `FAR_FROM_TRAINING`.
+    """
+    from mmfusion_keras.datasets.text import minilm_sentence_features
+
+    vector = np.asarray(minilm_sentence_features([text], reference.max_tokens)[0])
+    similarity = reference.vectors @ vector.astype("float64")
+    best = int(np.argmax(similarity))
+    if similarity[best] >= FAR_FROM_TRAINING:
+        return None
+    return (
+        "This sentence is far from every sentence the model was trained on "
+        f"(closest: \u201c{_escape(reference.sentences[best])}\u201d at cosine "
+        f"{similarity[best]:.2f} in the MiniLM sentence space; new sentences of "
+        f"the unseen split all score at least {FAR_FROM_TRAINING}). The text "
+        "branch may read it as anything: the prediction rests on the audio, or "
+        "is arbitrary."
+    )
+
+
 # Requests are run as a batch of this many rows (the real input, then the
 # blanked one or a copy): one input shape, so compiled backends (JAX, TF)
 # trace the model once and toggling the blank never recompiles.
@@ -602,6 +679,115 @@ def _memory_title(layer, index, count):
 
 
 @dataclasses.dataclass
+class Reference:
+    """Read weights of a reference batch: the bundled test split of the task.
+
+    Read entropy and "slots read" are figures of many inputs (one input
+    reads one slot by construction): the page takes them from here, and
+    shows the request's own read as that input's read.
+
+    Attributes:
+        reads: one `(count, k)` array of read weights per memory, or None
+            when the figures come from the model card (`figures`).
+        count: how many examples (None if unknown).
+        where: e.g. "the 179 examples of the bundled avdigits test split".
+        figures: one dict per memory with the read figures
+            (`read_entropy`, `slots_read`, `top_slot_share`) when they
+            come from the model card, else None.
+    """
+
+    reads: object
+    count: object
+    where: str
+    figures: object = None
+
+    def health(self, memory, j):
+        """`memory_health` of memory `j` with this batch's read figures."""
+        from mmfusion_keras.inspection import memory_health
+
+        if self.reads is not None:
+            return memory_health(memory, self.reads[j])
+        health = memory_health(memory)
+        health.update(self.figures[j])
+        health["inputs"] = self.count
+        return health
+
+    @property
+    def memories(self):
+        return len(self.reads if self.reads is not None else self.figures)
+
+
+_READ_FIGURES = ("read_entropy", "slots_read", "top_slot_share")
+
+
+def reference_from_card(loaded):
+    """A `Reference` from the model card's `memory_health`, or None.
+
+    `mmfusion train` measures the read figures on the task's test split
+    and writes them into the card: the page uses them when the card was
+    written for this very file (its `model_sha256` matches) and has one
+    entry per memory. Costs one hash of the file; `reference_reads`
+    (a forward pass of the whole split) is the fallback.
+    """
+    from mmfusion_keras.runs import file_sha256
+
+    card = loaded.card
+    entries = card.get("memory_health") or []
+    sha = card.get("model_sha256")
+    memories = getattr(loaded.memory_layer, "memories", None) or []
+    if not sha or len(entries) != len(memories) or not memories:
+        return None
+    if any(e.get("read_entropy") is None for e in entries):
+        return None
+    if file_sha256(loaded.path) != sha:
+        return None
+    count = (card.get("test_metrics") or {}).get("num_samples")
+    task = card.get("task", "?")
+    where = (
+        f"the {count} examples of the bundled {task} test split"
+        if count
+        else f"the bundled {task} test split"
+    ) + " (measured by `mmfusion train`, from the model card)"
+    figures = [{k: e.get(k) for k in _READ_FIGURES} for e in entries]
+    return Reference(None, count, where, figures)
+
+
+def reference_reads(loaded, split="test"):
+    """A `Reference` for a memory model, or None.
+
+    Runs the model (inference: the memory is not written) on the bundled
+    `split` of its card's task, preprocessed with the card's own
+    `preprocessing` when the task gives raw inputs. None when the model
+    has no memory layer or its task has no bundled split. Slow (a forward
+    pass of the whole split): the app computes it once per model.
+    """
+    from mmfusion_keras.tasks import get_task
+    from mmfusion_keras.tasks import prepare_inputs
+
+    if loaded.memory_layer is None:
+        return None
+    try:
+        task = get_task(loaded.card["task"])
+    except ValueError:
+        return None
+    if split not in task.splits:
+        return None
+    if task.load_raw is not None:
+        raw, _ = task.load_raw(split)
+        inputs, _ = prepare_inputs(loaded.card["preprocessing"], raw)
+    else:
+        inputs, _ = task.load(split)
+    arrays = [np.asarray(inputs[name]) for name in loaded.input_names]
+    outputs = loaded.predictor.predict_on_batch(arrays)
+    report = loaded.memory_layer.inspect([np.asarray(x) for x in outputs[1:]])
+    reads = [np.asarray(r, "float64") for r in _as_list(report["read_weights"])]
+    count = len(arrays[0])
+    return Reference(
+        reads, count, f"the {count} examples of the bundled {task.name} {split} split"
+    )
+
+
+@dataclasses.dataclass
 class MemoryView:
     """One memory of a memory layer, as the page shows it (see `memory_views`).
 
@@ -612,11 +798,15 @@ class MemoryView:
         read_weights: `(rows, k)`, the read weights of this request's rows.
         temperature: `(rows, 1)` learned read temperatures, or None.
         health: `mmfusion_keras.inspection.memory_health` of the memory,
-            with the read entropy of the request's first row, plus `name`.
+            with the read figures (entropy, slots read) of the reference
+            batch (`Reference`) when there is one, else without read
+            figures; plus `name`.
         projection: `(slots_2d, reads_2d, explained)` or None when the
             memory has nothing to project (`can_project`).
         spans: feature spans for the heatmap, or [] when the memory's
             width is not the fused vector's.
+        reference: where the read figures come from (`Reference.where`),
+            or None.
     """
 
     title: str
@@ -626,6 +816,7 @@ class MemoryView:
     health: dict
     projection: object
     spans: list
+    reference: object = None
 
     @property
     def collapsed(self):
@@ -638,17 +829,35 @@ class MemoryView:
 
         return describe_memory_health(self.health)
 
+    def input_read(self):
+        """This request's own read (first row), in words.
+
+        E.g. "this input reads slot 7 most (weight 0.93; entropy 0.08 of
+        uniform)". One read says nothing about the memory's health.
+        """
+        z = np.asarray(self.read_weights[0], "float64")
+        k = len(z)
+        top = int(np.argmax(z))
+        p = np.clip(z, 1e-12, 1.0)
+        entropy = float(-np.sum(p * np.log(p)) / np.log(k)) if k > 1 else 0.0
+        return (
+            f"this input reads slot {top} most (weight {z[top]:.2f}; entropy "
+            f"{entropy:.2f} of uniform)"
+        )
+
 
 def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def memory_views(layer, report, feature_spans):
+def memory_views(layer, report, feature_spans, reference=None):
     """One `MemoryView` per memory of a layer's `inspect()` report.
 
     Works from what the report holds: `memory` and `read_weights` (one
     array, or one per memory), and `temperature` when the layer learns its
-    read temperatures (Dual Memory Fusion).
+    read temperatures (Dual Memory Fusion). The health's read figures come
+    from `reference` (a `Reference`, the bundled test split), never from
+    the request's one input.
     """
     from mmfusion_keras.inspection import memory_health
 
@@ -656,12 +865,17 @@ def memory_views(layer, report, feature_spans):
     reads = _as_list(report["read_weights"])
     temperatures = _as_list(report.get("temperature"))
     width = feature_spans[-1][2] if feature_spans else None
+    if reference is not None and reference.memories != len(memories):
+        reference = None
     views = []
     for j, memory in enumerate(memories):
         memory = np.asarray(memory, "float64")
         z = np.asarray(reads[j] if len(reads) == len(memories) else reads[0])
         title = _memory_title(layer, j, len(memories))
-        health = memory_health(memory, z[:1])
+        if reference is None:
+            health = memory_health(memory)
+        else:
+            health = reference.health(memory, j)
         health["name"] = title
         projection = project_memory(memory, z) if can_project(health, memory) else None
         tau = temperatures[j] if len(temperatures) == len(memories) else None
@@ -674,6 +888,7 @@ def memory_views(layer, report, feature_spans):
                 health=health,
                 projection=projection,
                 spans=feature_spans if memory.shape[1] == width else [],
+                reference=None if reference is None else reference.where,
             )
         )
     return views
@@ -683,11 +898,12 @@ def collapse_warning(view):
     """The page's warning for a memory that fails the health bar, or None.
 
     Says how many slots repeat another one ("29 of 30 slots identical"),
-    for a partial collapse as well as a total one, and when the reads are
-    near uniform.
+    for a partial collapse as well as a total one; with a reference batch
+    (the bundled test split) also when its reads are near uniform or when
+    nearly all of it reads one slot. Never from the request's one input.
     """
-    if not view.collapsed:
-        return None
+    from mmfusion_keras.inspection import MIN_VERDICT_INPUTS
+
     health = view.health
     k, distinct = health["slots"], health["distinct_slots"]
     parts = []
@@ -697,12 +913,22 @@ def collapse_warning(view):
             f"{k - distinct} of {k} slots identical to another slot (cosine > "
             f"0.99; {distinct} distinct): the memory has {kind}"
         )
-    entropy = health.get("read_entropy")
-    if entropy is not None and entropy > 0.8:
-        parts.append(
-            f"the read weights of this input are near uniform (entropy "
-            f"{entropy:.2f} of uniform)"
-        )
+    inputs = health.get("inputs")
+    if view.reference and (inputs is None or inputs >= MIN_VERDICT_INPUTS):
+        entropy = health.get("read_entropy")
+        if entropy is not None and entropy > 0.8:
+            parts.append(
+                f"its read weights over {view.reference} are near uniform "
+                f"(entropy {entropy:.2f} of uniform)"
+            )
+        share = health.get("top_slot_share") or 0.0
+        if share >= 0.9 and k > 1:
+            parts.append(
+                f"{share:.0%} of {view.reference} read the same slot most: the "
+                "read hardly depends on the input"
+            )
+    if not parts:
+        return None
     return f"{view.title}: " + "; ".join(parts) + "."
 
 
@@ -736,8 +962,12 @@ class Analysis:
         return self.class_names[i], float(self.probabilities[row, i])
 
 
-def analyze(loaded, twin, raw, blank=None):
-    """Runs a model (and its twin) on one raw example; returns an `Analysis`."""
+def analyze(loaded, twin, raw, blank=None, reference=None):
+    """Runs a model (and its twin) on one raw example; returns an `Analysis`.
+
+    `reference`: a `Reference` (from `reference_reads`) for the memory
+    health's read figures, or None (then the health has none).
+    """
     inputs, notes = make_inputs(loaded.card, raw, blank)
     probabilities, report = predict(loaded, inputs)
     twin_probabilities = None
@@ -745,7 +975,9 @@ def analyze(loaded, twin, raw, blank=None):
         twin_probabilities, _ = predict(twin, inputs)
     views = []
     if report is not None:
-        views = memory_views(loaded.memory_layer, report, loaded.feature_spans)
+        views = memory_views(
+            loaded.memory_layer, report, loaded.feature_spans, reference
+        )
     audio_spec = loaded.card["preprocessing"]["inputs"].get("audio")
     attention = []
     if loaded.has_attention:

@@ -86,6 +86,10 @@ def memory_health(memory, read_weights=None, threshold=0.99):
       common such slot. Distinct slots and sharp reads do not make the
       read depend on the input: a memory whose every input reads the same
       slot has read entropy 0 but `slots_read` 1 and top slot share 1.
+    * **inputs**: how many rows of `read_weights` the read figures are
+      measured on (None without `read_weights`). With one input, "slots
+      read" is 1 by construction; `describe_memory_health` leaves the
+      read figures out below `MIN_READ_INPUTS` inputs.
     * **slot norms**: the L2 norm of each slot.
 
     Args:
@@ -174,6 +178,7 @@ def memory_health(memory, read_weights=None, threshold=0.99):
         "read_entropy": entropy,
         "slots_read": slots_read,
         "top_slot_share": top_share,
+        "inputs": None if read_weights is None else int(len(z)),
         "slot_norms": norms,
         "norm_min": float(finite_norms.min()) if finite_norms.size else float("nan"),
         "norm_mean": float(finite_norms.mean()) if finite_norms.size else float("nan"),
@@ -254,15 +259,35 @@ def memory_health_summary(health, digits=4):
     return {key: clean(value) for key, value in health.items() if key != "slot_norms"}
 
 
+# Read figures (read entropy, slots read, top slot share) are figures of a
+# batch. On one input they say nothing about the memory (one input reads one
+# slot by construction; its entropy is that one read's): below
+# `MIN_READ_INPUTS` inputs `describe_memory_health` leaves them out, and
+# below `MIN_VERDICT_INPUTS` no verdict rests on them.
+MIN_READ_INPUTS = 2
+MIN_VERDICT_INPUTS = 10
+
+
 def describe_memory_health(health):
     """One line for a `memory_health` dict, with a warning on collapse.
 
     Example: ``"fusion: 29 of 30 slots identical to another slot (1
     distinct), effective rank 1.3, read entropy 1.00 of uniform:
     COLLAPSED"``.
+
+    The read figures need many inputs. When `health["inputs"]` says they
+    were measured on fewer than `MIN_READ_INPUTS` (one input), they are left
+    out; on fewer than `MIN_VERDICT_INPUTS`, the verdict ("COLLAPSED",
+    "READS ONE SLOT") rests on the memory alone (its distinct slots). Dicts
+    without `inputs` (model cards written before it existed) are described
+    as before.
     """
     name = health.get("name", "memory")
     k, distinct = health["slots"], health["distinct_slots"]
+    inputs = health.get("inputs")
+    reads = {"read_entropy": None, "slots_read": None, "top_slot_share": None}
+    if inputs is not None and inputs < MIN_READ_INPUTS:
+        health = {**health, **reads}
     text = f"{name}: {distinct} of {k} slots distinct"
     if distinct < k:
         text += f" ({k - distinct} identical to another slot)"
@@ -274,6 +299,8 @@ def describe_memory_health(health):
             f", {health['slots_read']} slots read (top slot: "
             f"{100 * health['top_slot_share']:.0f}% of inputs)"
         )
+    if inputs is not None and inputs < MIN_VERDICT_INPUTS:
+        health = {**health, **reads}
     if not health.get("finite", True):
         text += ": NOT FINITE"
     elif memory_is_collapsed(health):

@@ -30,6 +30,9 @@ import browser_driver as bd  # noqa: E402
 MARKER = "Predicted class:"
 MODEL = "avdigits_mbaf"  # image + audio: every kind of input and chart
 TWIN = "avdigits_concat"
+SPEECH = "speech_text_mbaf"  # audio + text
+SPEECH_TWIN = "speech_text_concat"
+TEXT_BOX = "Replace the text"
 
 pytestmark = [
     pytest.mark.skipif(
@@ -62,11 +65,57 @@ def _expected(models_root, model, image_path, audio_path):
     """The prediction line the page must show for these files and model."""
     import demo_core as core
 
-    loaded = core.load_model(models_root / model / "model.keras")
     image, _ = core.image_to_digit(image_path.read_bytes(), image_path.name)
-    audio, _ = core.decode_audio(audio_path.read_bytes(), audio_path.name)
-    name, p = core.analyze(loaded, None, {"image": image, "audio": audio}).predicted
+    return _predicted(models_root, model, {"image": image, "audio": audio_path})
+
+
+def _predicted(models_root, model, raw):
+    """The prediction line for raw inputs (an audio path is decoded)."""
+    import demo_core as core
+
+    loaded = _loaded(models_root, model)
+    raw = dict(raw)
+    path = raw["audio"]
+    raw["audio"], _ = core.decode_audio(path.read_bytes(), path.name)
+    name, p = core.analyze(loaded, None, raw).predicted
     return f"{MARKER} {name} ({p:.0%})"
+
+
+_LOADED = {}
+
+
+def _loaded(models_root, model):
+    import demo_core as core
+
+    if model not in _LOADED:
+        _LOADED[model] = core.load_model(models_root / model / "model.keras")
+    return _LOADED[model]
+
+
+# Sentences for the constructed speech-text case: with the test's clip, the
+# model must give the typed sentence's class, not the bundled sample's.
+SENTENCES = (
+    "I am furious, this is outrageous and I hate it!",
+    "What a wonderful day, I am so happy and delighted!",
+    "I feel so sad and lonely, everything is lost.",
+    "The meeting is at ten in room four.",
+)
+
+
+def _sentence_that_decides(models_root, clip):
+    """`(sentence, expected line)`: a sentence whose class with `clip`
+    differs from the class with bundled sample #0's sentence."""
+    from mmfusion_keras.datasets.speech_text import load_speech_text
+
+    sample = str(load_speech_text("test").inputs["text"][0])
+    bundled = _predicted(models_root, SPEECH, {"audio": clip, "text": sample})
+    for sentence in SENTENCES:
+        line = _predicted(models_root, SPEECH, {"audio": clip, "text": sentence})
+        if line.split(" (")[0] != bundled.split(" (")[0]:
+            return sentence, line
+    raise AssertionError(
+        f"No test sentence changes {SPEECH}'s class with this clip ({bundled})"
+    )
 
 
 def _choose_model(page, name):
@@ -79,6 +128,27 @@ def _choose_model(page, name):
     for kind in ("keyDown", "keyUp"):
         page.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter",
                   windowsVirtualKeyCode=13)  # fmt: skip
+
+
+def _type(page, label, text):
+    """Types `text` into the text input labelled `label` and presses Enter."""
+    page.evaluate(
+        "Array.from(document.querySelectorAll('input[type=text]'))"
+        f".find(e => (e.getAttribute('aria-label') || '').startsWith({label!r}))"
+        ".focus()"
+    )
+    page.call("Input.insertText", text=text)
+    for kind in ("keyDown", "keyUp"):
+        page.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter",
+                  windowsVirtualKeyCode=13)  # fmt: skip
+
+
+def _box_value(page, label):
+    return page.evaluate(
+        "(Array.from(document.querySelectorAll('input[type=text]'))"
+        f".find(e => (e.getAttribute('aria-label') || '').startsWith({label!r}))"
+        " || {}).value"
+    )
 
 
 def test_uploads_survive_a_bad_file_and_a_model_switch(models_root, tmp_path):
@@ -134,6 +204,44 @@ def test_uploads_survive_a_bad_file_and_a_model_switch(models_root, tmp_path):
         assert "image (uploaded 'one.png'); audio (uploaded 'good.wav', 1.00 s)" in text
         assert text.count("one.png") >= 2 and text.count("good.wav") >= 2
         assert _expected(models_root, TWIN, image_path, good) in text
+
+        # Another task: the uploads are cleared, on screen and in use.
+        _choose_model(page, SPEECH)
+        wait("the switch to speech-text", f"Model {SPEECH}", MARKER)
+        text = page.text()
+        assert "one.png" not in text and "good.wav" not in text
+        assert "audio (bundled sample #0" in text and "text (bundled sample #0)" in text
+        # A typed sentence survives a bad clip, and the good clip is used
+        # with it: the class is the typed sentence's, not the sample's.
+        sentence, line = _sentence_that_decides(models_root, good)
+        _type(page, TEXT_BOX, sentence)
+        wait("the typed sentence", f"text (typed): \u201c{sentence}")
+        page.upload(0, broken)
+        wait("the audio error", "Cannot use this audio file")
+        assert MARKER not in page.text()
+        assert _box_value(page, TEXT_BOX) == sentence
+        page.upload(0, good)
+        wait("the good clip", MARKER, "uploaded 'good.wav'")
+        text = page.text()
+        assert (
+            f"audio (uploaded 'good.wav', 1.00 s); text (typed): \u201c{sentence}"
+            in text
+        )
+        assert line in text, (line, text[-1500:])
+        # Same task, another model: what the widgets show is what is used.
+        _choose_model(page, SPEECH_TWIN)
+        wait("the switch to the twin", f"Model {SPEECH_TWIN}", MARKER)
+        text = page.text()
+        assert _box_value(page, TEXT_BOX) == sentence
+        assert text.count("good.wav") >= 2  # the uploader and "Inputs used"
+        assert (
+            f"audio (uploaded 'good.wav', 1.00 s); text (typed): \u201c{sentence}"
+            in text
+        )
+        assert (
+            _predicted(models_root, SPEECH_TWIN, {"audio": good, "text": sentence})
+            in text
+        )
 
     image = np.asarray(Image.open(io.BytesIO(path.read_bytes())).convert("L"), "f4")
     assert image.shape == (2600, 1500)

@@ -624,3 +624,183 @@ def test_memory_views_health_and_projection_rules():
     assert views[1].projection is None
     assert views[1].health["distinct_slots"] == 0
     assert "6 of 6 slots identical" in core.collapse_warning(views[1])
+
+
+# ------------------------------------------------- memory health on the page
+
+
+def _health_line(at):
+    found = [m for m in texts(at, "markdown") if m.startswith("**Memory health**")]
+    assert len(found) == 1, texts(at, "markdown")
+    return found[0]
+
+
+def test_health_reads_come_from_the_test_split_not_the_one_input(app, models_root):
+    from mmfusion_keras.inspection import memory_is_collapsed
+
+    choose(app, "avdigits_mbaf")
+    card = _shown_card(app)
+    if any(memory_is_collapsed(h) for h in card.get("memory_health") or []):
+        pytest.skip("these avdigits_mbaf weights fail the health bar (tiny model)")
+    line = _health_line(app)
+    # One input reads one slot by construction: the read figures are the
+    # bundled test split's, and the input's own read is shown as its own.
+    found = re.search(
+        r"over the (\d+) examples of the bundled avdigits test split", line
+    )
+    assert found and int(found.group(1)) > 1, line
+    slots_read = re.search(r", (\d+) slots read \(top slot: (\d+)% of inputs\)", line)
+    assert slots_read and int(slots_read.group(1)) > 1, line
+    assert re.search(
+        r"this input reads slot \d+ most \(weight [01]\.\d\d; entropy", line
+    ), line
+    assert "READS ONE SLOT" not in line and "COLLAPSED" not in line, line
+    assert not any(w.startswith("Memory M:") for w in texts(app, "warning"))
+    # The same on another sample: the figures do not move with the input.
+    app.selectbox(key="sample:avdigits").set_value(5).run()
+    assert _health_line(app).split(";")[0] == line.split(";")[0]
+
+
+@pytest.fixture(scope="module")
+def collapsed_model(models_root, tmp_path_factory):
+    """avdigits_mbaf with every memory slot set to the first one."""
+    source = models_root / "avdigits_mbaf"
+    folder = tmp_path_factory.mktemp("collapsed") / "avdigits_mbaf_collapsed"
+    folder.mkdir()
+    model = keras.saving.load_model(source / "model.keras", compile=False)
+    (layer,) = [
+        layer for layer in model._flatten_layers() if hasattr(layer, "memories")
+    ]
+    for memory in layer.memories:
+        m = keras.ops.convert_to_numpy(memory)
+        memory.assign(np.tile(m[:1], (len(m), 1)))
+    model.save(folder / "model.keras")
+    (folder / "model_card.json").write_text((source / "model_card.json").read_text())
+    return folder / "model.keras"
+
+
+def test_a_collapsed_memory_is_still_warned(app, collapsed_model):
+    choose(app, "Other .keras file...")
+    app.text_input(key="model_path").input(str(collapsed_model)).run()
+    assert not app.exception, app.exception
+    line = _health_line(app)
+    assert ": COLLAPSED" in line, line
+    warnings = [w for w in texts(app, "warning") if w.startswith("Memory M:")]
+    assert len(warnings) == 1 and "the memory has collapsed" in warnings[0], warnings
+
+
+def test_reads_of_one_slot_are_judged_on_the_reference_not_one_input():
+    from mmfusion_keras.inspection import describe_memory_health
+
+    class Layer:
+        memories = []
+
+    memory = np.eye(6, 8)
+    one_slot = np.full((12, 6), 0.01)
+    one_slot[:, 2] = 0.95  # every example reads slot 2
+    input_read = one_slot[:1]
+    alone = core.memory_views(
+        Layer(), {"memory": memory, "read_weights": input_read}, []
+    )
+    assert "READS ONE SLOT" not in alone[0].describe()
+    assert "slots read" not in alone[0].describe()
+    assert core.collapse_warning(alone[0]) is None
+    reference = core.Reference([one_slot], 12, "the 12 examples of a test")
+    views = core.memory_views(
+        Layer(), {"memory": memory, "read_weights": input_read}, [], reference
+    )
+    assert views[0].describe().endswith(": READS ONE SLOT")
+    assert "100% of the 12 examples of a test read the same slot" in (
+        core.collapse_warning(views[0])
+    )
+    assert views[0].input_read() == (
+        "this input reads slot 2 most (weight 0.95; entropy 0.16 of uniform)"
+    )
+    # Few inputs: the figures are shown, no verdict rests on them.
+    health = {**views[0].health, "inputs": 3}
+    assert "1 slots read" in describe_memory_health(health)
+    assert not describe_memory_health(health).endswith("READS ONE SLOT")
+
+
+def test_a_backend_restart_clears_the_uploads_on_screen_and_in_use(app, monkeypatch):
+    # `os.execve` starts a new server process with a new `SERVER_TOKEN`; the
+    # browser reconnects and sends its widget states again. Simulated here
+    # by changing the token between two runs of the same session.
+    old = uploader(app, "audio_file")
+    old.set_value(("clip.wav", wav_bytes(1.0), "audio/wav"))
+    app.text_input(key="text").input("I am so glad to see you").run()
+    assert "**audio** (uploaded 'clip.wav', 1.00 s)" in used(app)
+    old_key = core.upload_key("audio_file", "speech-text")
+    monkeypatch.setattr(core, "SERVER_TOKEN", core.SERVER_TOKEN + "restarted")
+    app.run()
+    assert not app.exception, app.exception
+    keys = [u.key for u in app.get("file_uploader")]
+    assert old_key not in keys
+    assert uploader(app, "audio_file").value is None  # shown empty ...
+    assert "**audio** (bundled sample #0, " in used(app)  # ... and not used
+    # The typed sentence is a widget value the browser keeps: shown and used.
+    assert app.text_input(key="text").value == "I am so glad to see you"
+    assert "**text** (typed)" in used(app)
+
+
+def test_large_heatmaps_are_one_image_mark_with_the_cells_colours():
+    import base64
+
+    import demo_charts as charts
+    from matplotlib import colormaps
+    from PIL import Image
+
+    matrix = np.arange(40 * 50, dtype="float64").reshape(40, 50)
+    data, spec = charts.heatmap(matrix, "big", "column", "row")
+    image_layer, legend_layer = spec["layer"]
+    assert image_layer["mark"]["type"] == "image" and len(data) == 1
+    assert image_layer["encoding"]["y"]["scale"]["reverse"] is True  # row 0 on top
+    assert legend_layer["encoding"]["color"]["scale"]["domain"] == [0.0, 1999.0]
+    url = data["url"][0]
+    png = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    pixels = np.asarray(png.convert("RGBA"))
+    assert pixels.shape[0] % 40 == 0 and pixels.shape[1] % 50 == 0
+    cell_h, cell_w = pixels.shape[0] // 40, pixels.shape[1] // 50
+    viridis = colormaps["viridis"]
+    for row, col in ((0, 0), (39, 49), (20, 7)):
+        expected = viridis(matrix[row, col] / 1999.0, bytes=True)
+        got = pixels[row * cell_h + cell_h // 2, col * cell_w + cell_w // 2]
+        np.testing.assert_array_equal(got, expected)
+    # Small or labelled heatmaps keep one rect (and tooltip) per cell.
+    data, spec = charts.heatmap(matrix[:8, :8], "small", "column", "row")
+    assert spec["mark"]["type"] == "rect" and len(data) == 64
+
+
+def test_a_typed_sentence_far_from_the_training_sentences_is_warned(app):
+    spec = _shown_card(app)["preprocessing"]["inputs"]["text"]
+    if spec["kind"] not in ("minilm_sentence", "minilm_tokens"):
+        pytest.skip("the shown model reads a word vocabulary (unknown words marked)")
+    app.text_input(key="text").input("lorem ipsum dolor sit amet").run()
+    assert not app.exception, app.exception
+    far = [w for w in texts(app, "warning") if "far from every sentence" in w]
+    assert len(far) == 1, texts(app, "warning")
+    assert re.search(r"at cosine 0\.[01]\d in the MiniLM sentence space", far[0])
+    prediction(app)  # a warning, not a refusal
+    app.text_input(key="text").input("I am so glad to see you again").run()
+    assert not any("far from every sentence" in w for w in texts(app, "warning"))
+
+
+def test_far_from_training_uses_the_closest_training_sentence():
+    reference = core.TextReference(
+        ["a", "b"], np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), 64
+    )
+    import mmfusion_keras.datasets.text as text_module
+
+    vectors = {"near": [0.6, 0.8, 0.0], "far": [0.2, 0.1, 0.97]}
+
+    def fake(texts, max_tokens):
+        return np.array([vectors[t] for t in texts])
+
+    original = text_module.minilm_sentence_features
+    text_module.minilm_sentence_features = fake
+    try:
+        assert core.far_from_training(reference, "near") is None
+        warning = core.far_from_training(reference, "far")
+    finally:
+        text_module.minilm_sentence_features = original
+    assert "closest: \u201ca\u201d at cosine 0.20" in warning
