@@ -764,24 +764,21 @@ class MfasAvmnist:
             with np.load(cache) as z:
                 feats = {k: np.array(z[k]) for k in z.files}
         else:
-            xs = build_feature_extractor(f, f_layers).predict(
+            # One pass per network: the pooled conv features and the softmax.
+            xs = build_feature_extractor(f, f_layers + [f.layers[-1].name]).predict(
                 spec, batch_size=256, verbose=0
             )
-            ys = build_feature_extractor(g, g_layers).predict(
+            ys = build_feature_extractor(g, g_layers + [g.layers[-1].name]).predict(
                 images, batch_size=256, verbose=0
             )
-            xs = xs if isinstance(xs, (list, tuple)) else [xs]
-            ys = ys if isinstance(ys, (list, tuple)) else [ys]
-            feats = {x_name(i + 1): np.asarray(v, "float32") for i, v in enumerate(xs)}
+            feats = {
+                x_name(i + 1): np.asarray(v, "float32") for i, v in enumerate(xs[:-1])
+            }
             feats.update(
-                {y_name(i + 1): np.asarray(v, "float32") for i, v in enumerate(ys)}
+                {y_name(i + 1): np.asarray(v, "float32") for i, v in enumerate(ys[:-1])}
             )
-            feats["p_audio"] = np.asarray(
-                f.predict(spec, batch_size=256, verbose=0), "float32"
-            )
-            feats["p_image"] = np.asarray(
-                g.predict(images, batch_size=256, verbose=0), "float32"
-            )
+            feats["p_audio"] = np.asarray(xs[-1], "float32")
+            feats["p_image"] = np.asarray(ys[-1], "float32")
             np.savez(cache, **feats)
         pairs = fold_pairs(data, self._pairs(), seed)
         per_split = {}

@@ -202,7 +202,7 @@ def test_mfas_quick_report(mfas_run):
     assert results["random"]["paper"]["top5_val_mean"] == 0.9203
     units = {u["variant"]: u for u in report["units"]}
     mfas = units["MFAS"]
-    assert len(mfas["details"]["top"]) == 2  # quick top_k
+    assert len(mfas["details"]["top"]) == 1  # quick top_k
     assert mfas["details"]["trained_architectures"] == 4  # quick budget
     vals = [r["val_accuracy"] for r in mfas["details"]["top"]]
     assert mfas["metrics"]["top5_val_mean"] == pytest.approx(np.mean(vals))
