@@ -5,8 +5,9 @@ batch sizes) on whatever corpus is given (the tiny test corpora are
 enough: only the per-step cost is measured, not accuracy), with
 `keras.Model.fit` wrapped so that every `fit` call records:
 
-- the wall time of each training step (the first step of each `fit`, which
-  compiles, is reported apart);
+- the wall time and the CPU time (all threads of the process) of each
+  training step, the first step of each `fit` (which compiles) apart; on a
+  shared machine the CPU time is the better guide to an idle machine;
 - the examples per step (the first batch's size);
 - on JAX, the forward FLOPs of one training-mode batch from XLA's cost
   analysis, with every recurrent layer unrolled first (XLA counts a while
@@ -93,13 +94,14 @@ def record_fits(records, flops=True):
     class _Timer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.times = []
+            self.times, self.cpu = [], []
 
         def on_train_batch_begin(self, batch, logs=None):
-            self._t = time.perf_counter()
+            self._t, self._c = time.perf_counter(), time.process_time()
 
         def on_train_batch_end(self, batch, logs=None):
             self.times.append(time.perf_counter() - self._t)
+            self.cpu.append(time.process_time() - self._c)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, callbacks=None, **kw):
         timer = _Timer()
@@ -125,6 +127,9 @@ def record_fits(records, flops=True):
                 "steps_timed": len(rest),
                 "first_step_seconds": timer.times[0] if timer.times else None,
                 "step_seconds_median": statistics.median(rest) if rest else None,
+                "step_cpu_seconds_median": (
+                    statistics.median(timer.cpu[1:]) if rest else None
+                ),
                 "forward_flops": forward_flops(self, xb)
                 if flops and xb is not None
                 else None,
