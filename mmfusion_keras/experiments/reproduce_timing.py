@@ -5,7 +5,8 @@ batch sizes) on whatever corpus is given (the tiny test corpora are
 enough: only the per-step cost is measured, not accuracy), with
 `keras.Model.fit` wrapped so that every `fit` call records:
 
-- the wall time and the CPU time (all threads of the process) of each
+- the wall time and the CPU time (the last, possibly smaller, batch of
+  each epoch excluded) (all threads of the process) of each
   training step, the first step of each `fit` (which compiles) apart; on a
   shared machine the CPU time is the better guide to an idle machine;
 - the examples per step (the first batch's size);
@@ -100,6 +101,11 @@ def record_fits(records, flops=True):
             self._t, self._c = time.perf_counter(), time.process_time()
 
         def on_train_batch_end(self, batch, logs=None):
+            # The last batch of an epoch may be smaller (a new shape, hence a
+            # new compile): not timed.
+            steps = (self.params or {}).get("steps")
+            if steps is not None and batch == steps - 1 and steps > 1:
+                return
             self.times.append(time.perf_counter() - self._t)
             self.cpu.append(time.process_time() - self._c)
 
