@@ -10,9 +10,11 @@ enough: only the per-step cost is measured, not accuracy), with
   training step, the first step of each `fit` (which compiles) apart; on a
   shared machine the CPU time is the better guide to an idle machine;
 - the examples per step (the first batch's size);
-- on JAX, the forward FLOPs of one training-mode batch from XLA's cost
+- the forward FLOPs of one training-mode batch: on JAX from XLA's cost
   analysis, with every recurrent layer unrolled first (XLA counts a while
-  loop's body once, so a rolled RNN would be undercounted by its length).
+  loop's body once, so a rolled RNN would be undercounted by its length);
+  on PyTorch from `torch.utils.flop_counter.FlopCounterMode` (matmuls and
+  convolutions only).
   A training step costs about 3x the forward pass (forward + backward).
 
     python -m mmfusion_keras.experiments.reproduce_timing mbaf-physionet \\
@@ -59,6 +61,8 @@ def forward_flops(model, x):
     recurrent layers unrolled; `None` on other backends or on failure."""
     import keras
 
+    if keras.config.backend() == "torch":
+        return _torch_flops(model, x)
     if keras.config.backend() != "jax":
         return None
     import jax
@@ -83,6 +87,19 @@ def forward_flops(model, x):
     finally:
         for layer in unrolled:
             layer.unroll = False
+
+
+def _torch_flops(model, x):
+    """PyTorch's `FlopCounterMode` over one eager training-mode forward pass
+    (counts matmuls and convolutions, 2 per multiply-add; loops included)."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            model(x, training=True)
+        return float(counter.get_total_flops())
+    except Exception:  # noqa: BLE001 (an estimate; never fail the timing)
+        return None
 
 
 @contextlib.contextmanager
