@@ -42,6 +42,8 @@ RECIPES = {
     "mbaf-physionet": "reproduce_physionet",
     "delta-mosei": "reproduce_mosei",
     "mult-mosei": "reproduce_mosei",
+    "early-fusion-avmnist": "reproduce_avmnist",
+    "mfas-avmnist": "reproduce_avmnist",
 }
 
 
@@ -175,8 +177,11 @@ def _paper_cell(value, scale):
     return "—" if value is None else f"{value * scale:.2f}"
 
 
-def markdown(report):
-    """The report as markdown: one table per variant, paper vs this run."""
+def markdown(report, extra=None):
+    """The report as markdown: one table per variant, paper vs this run.
+
+    `extra(report)` (a runner's `markdown_extra`, optional) returns more
+    lines, put after the tables (e.g. accuracy per SNR cell)."""
     recipe = report["recipe"]
     scale = 100.0 if recipe.get("percent", True) else 1.0
     metrics = recipe["report_metrics"]
@@ -187,6 +192,10 @@ def markdown(report):
         f"Paper: {recipe['paper']['citation']}; numbers from "
         f"{recipe['paper']['source']}.",
         "",
+    ]
+    if recipe["paper"].get("figure_values"):
+        lines += [f"Paper's numbers: {recipe['paper']['figure_values']}", ""]
+    lines += [
         f"Command: `{report['command']}`  ",
         f"Backend: {report['backend']}; quick: {report['quick']}; seeds: "
         f"{report['params'].get('seeds')}; {report['elapsed_seconds']:.0f} s.  ",
@@ -225,6 +234,8 @@ def markdown(report):
             ] + [_cell(res["per_fold"][fold][m], scale) for fold in folds]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    if extra is not None:
+        lines += list(extra(report))
     lines += ["## Folds", ""]
     for fold in report["folds"]:
         sizes = ", ".join(f"{k} {v}" for k, v in fold["sizes"].items())
@@ -434,7 +445,7 @@ def run_recipe(
     }
     write_json(os.path.join(output, "report.json"), report)
     with atomic_write(os.path.join(output, "report.md")) as f:
-        f.write(markdown(report))
+        f.write(markdown(report, getattr(runner, "markdown_extra", None)))
     log(f"[reproduce {name}] report: {os.path.join(output, 'report.md')}")
     return report
 

@@ -10,7 +10,10 @@ without the real data:
 * `write_cebs_release`: WFDB records `b001.hea/.dat`, `m001`, `p001`, ...
   and a `RECORDS` file (needs `wfdb`);
 * `write_mosei_release`: the CMU-MultimodalSDK computational sequences
-  (`CMU_MOSEI_*.csd`, HDF5, needs `h5py`).
+  (`CMU_MOSEI_*.csd`, HDF5, needs `h5py`);
+* `write_avmnist_manifests`: handwritten-digit PNGs and spoken-digit WAVs
+  with `images/manifest.csv` and `audio/manifest.csv` (the layout of the
+  `early-fusion-avmnist` and `mfas-avmnist` recipes).
 
 The signals carry their label (a class-dependent tone, offset or feature
 value) so that a short run can learn something, but no number measured on
@@ -221,4 +224,74 @@ def write_mosei_release(
     _write_csd(os.path.join(root, MOSEI_FILES["audio"]), "COVAREP", covarep)
     _write_csd(os.path.join(root, MOSEI_FILES["vision"]), "FACET 4.2", facet)
     _write_csd(os.path.join(root, MOSEI_FILES["labels"]), "All Labels", labels)
+    return root
+
+
+def write_avmnist_manifests(
+    root,
+    images_per_digit=6,
+    clips_per_digit=6,
+    image_size=28,
+    sample_rate=8000,
+    seconds=(0.06, 0.12),
+    split_column=False,
+    seed=0,
+):
+    """Writes a tiny AV-MNIST-style corpus: PNG digits + WAV spoken digits.
+
+    Layout (what `early-fusion-avmnist` and `mfas-avmnist` read)::
+
+        root/images/manifest.csv   label,image[,split]   images/d3_002.png ...
+        root/audio/manifest.csv    label,audio[,split]   clips/3_spk1_0.wav ...
+
+    An image of digit `d` is a grey bar at a digit-dependent position plus
+    noise (8-bit grayscale PNG, `image_size` square); a clip of `d` is a
+    tone of `200 + 150 d` Hz whose length varies between `seconds` (16-bit
+    PCM WAV at `sample_rate`, FSDD's file naming `<digit>_<speaker>_<n>`).
+    With `split_column`, each manifest gets a `split` column (the first
+    two files of a digit in validation and test, the rest in train).
+
+    Returns:
+        `root`.
+    """
+    import soundfile as sf
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    image_dir = os.path.join(root, "images", "digits")
+    clip_dir = os.path.join(root, "audio", "clips")
+    os.makedirs(image_dir, exist_ok=True)
+    os.makedirs(clip_dir, exist_ok=True)
+
+    def split_of(k):
+        return "validation" if k == 0 else "test" if k == 1 else "train"
+
+    image_rows, clip_rows = [], []
+    for digit in range(10):
+        for k in range(images_per_digit):
+            pixels = rng.uniform(0, 40, (image_size, image_size))
+            col = 1 + digit * (image_size - 4) // 10
+            pixels[2:-2, col : col + 3] = 230
+            name = f"d{digit}_{k:03d}.png"
+            Image.fromarray(pixels.astype("uint8"), mode="L").save(
+                os.path.join(image_dir, name)
+            )
+            image_rows.append([str(digit), f"digits/{name}", split_of(k)])
+        for k in range(clips_per_digit):
+            n = int(sample_rate * rng.uniform(*seconds))
+            t = np.arange(n) / sample_rate
+            wave = 0.4 * np.sin(2 * np.pi * (200 + 150 * digit) * t)
+            wave += 0.01 * rng.standard_normal(n)
+            name = f"{digit}_spk{k % 3}_{k}.wav"
+            sf.write(os.path.join(clip_dir, name), wave, sample_rate, subtype="PCM_16")
+            clip_rows.append([str(digit), f"clips/{name}", split_of(k)])
+    for sub, column, rows in (
+        ("images", "image", image_rows),
+        ("audio", "audio", clip_rows),
+    ):
+        with open(os.path.join(root, sub, "manifest.csv"), "w", newline="") as f:
+            header = ["label", column] + (["split"] if split_column else [])
+            f.write(",".join(header) + "\n")
+            for row in rows:
+                f.write(",".join(row if split_column else row[:2]) + "\n")
     return root
