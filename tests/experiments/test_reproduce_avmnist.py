@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 
+import keras
 import numpy as np
 import pytest
 
@@ -17,6 +18,13 @@ from mmfusion_keras.experiments.reproduce_corpora import write_avmnist_manifests
 
 def _quiet(_):
     pass
+
+
+# The quick runs train several models: seconds on PyTorch, minutes of XLA
+# compile (JAX) or graph tracing (TensorFlow) under load, so there they are
+# `slow` like the other recipes' quick runs (they pass with `-m slow`).
+def slow_unless_torch(test):
+    return test if keras.config.backend() == "torch" else pytest.mark.slow(test)
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +164,7 @@ def early_fusion_run(corpus, tmp_path_factory):
     return output, _run("early-fusion-avmnist", corpus, output)
 
 
+@slow_unless_torch
 def test_early_fusion_quick_report(early_fusion_run):
     output, report = early_fusion_run
     with open(output / "report.json") as f:
@@ -188,6 +197,7 @@ def mfas_run(corpus, tmp_path_factory):
     return output, _run("mfas-avmnist", corpus, output)
 
 
+@slow_unless_torch
 def test_mfas_quick_report(mfas_run):
     output, report = mfas_run
     results = report["results"]
@@ -211,6 +221,7 @@ def test_mfas_quick_report(mfas_run):
     assert "| test accuracy (Table 2" in (output / "report.md").read_text()
 
 
+@slow_unless_torch
 def test_resume_continues_where_it_stopped(early_fusion_run, mfas_run, corpus):
     output, report = early_fusion_run
     os.remove(output / "units" / "seed0" / "holdout" / "fc.json")
