@@ -8,7 +8,9 @@ and checks what the page says it used against the model run in this
 process on the same files. Saves a screenshot; with
 `MMFUSION_SAVE_SCREENSHOT=1` it is also copied to `docs/app_screenshot.png`.
 
-Runs on the JAX backend only: it tests the page, not the backend.
+Runs on one backend only (PyTorch: no XLA compile in the server, so the
+page's four model loads are the quickest there): it tests the page, not
+the backend.
 """
 
 import base64
@@ -33,11 +35,12 @@ TWIN = "avdigits_concat"
 SPEECH = "speech_text_mbaf"  # audio + text
 SPEECH_TWIN = "speech_text_concat"
 TEXT_BOX = "Replace the text"
+BACKEND = "torch"
 
 pytestmark = [
     pytest.mark.skipif(
-        keras.config.backend() != "jax",
-        reason="browser test runs once, on the JAX backend (it tests the page)",
+        keras.config.backend() != BACKEND,
+        reason=f"browser test runs once, on the {BACKEND} backend (it tests the page)",
     ),
     pytest.mark.skipif(
         bd.CHROMIUM is None,
@@ -156,7 +159,7 @@ def test_uploads_survive_a_bad_file_and_a_model_switch(models_root, tmp_path):
 
     image_path, broken, good = _files(tmp_path)
     log = tmp_path / "server.log"
-    with bd.start_server("jax", models_root, log) as url, bd.start_chromium() as page:
+    with bd.start_server(BACKEND, models_root, log) as url, bd.start_chromium() as page:
         page.call("Page.navigate", url=f"{url}/?model={MODEL}")
 
         def ready(*needles):
@@ -175,7 +178,7 @@ def test_uploads_survive_a_bad_file_and_a_model_switch(models_root, tmp_path):
                 ) from e
 
         wait("the first page", MARKER, "Inputs used:")
-        assert "runs on jax" in page.text().replace("`", "")
+        assert f"runs on {BACKEND}" in page.text().replace("`", "")
         # File inputs on this page: 0 the audio, 1 the image.
         page.upload(1, image_path)
         wait("the image upload", "image (uploaded 'one.png')")
