@@ -408,8 +408,8 @@ def _noisy_pairs_class():
     return NoisyPairs
 
 
-class EarlyFusionAvmnist:
-    """early-fusion-avmnist: fusion depth vs noise on the user's digits."""
+class _DigitsFolderRecipe:
+    """What both AV-MNIST recipes share: the digits folder and its pairs."""
 
     def __init__(self, recipe, params):
         self.recipe, self.params = recipe, params
@@ -427,6 +427,10 @@ class EarlyFusionAvmnist:
             "validation": p["validation_pairs"],
             "test": p["test_pairs"],
         }
+
+
+class EarlyFusionAvmnist(_DigitsFolderRecipe):
+    """early-fusion-avmnist: fusion depth vs noise on the user's digits."""
 
     def folds(self, data):
         if stft_frames(data["length"]) < 1:
@@ -651,25 +655,8 @@ def mel_spectrograms(waves, sample_rate, size, window):
     return out[..., None]
 
 
-class MfasAvmnist:
+class MfasAvmnist(_DigitsFolderRecipe):
     """mfas-avmnist: MFAS vs random search on the user's digits (Tables 1-2)."""
-
-    def __init__(self, recipe, params):
-        self.recipe, self.params = recipe, params
-
-    def load(self, root, log):
-        return load_av_manifests(root, self.params, log)
-
-    def describe(self, data):
-        return _describe(data)
-
-    def _pairs(self):
-        p = self.params
-        return {
-            "train": p["train_pairs"],
-            "validation": p["validation_pairs"],
-            "test": p["test_pairs"],
-        }
 
     def folds(self, data):
         return _holdout_fold(data, self._pairs())
