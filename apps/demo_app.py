@@ -11,6 +11,13 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow's oneDNN kernels: every rerun runs other shapes between two
+# predictions (the text encoder, the charts' data), and the first
+# prediction after them cost 0.14-0.21 s of CPU with oneDNN against
+# 0.07-0.11 s without (speech_text_mbaf, AppTest, 5 reruns x 2 runs each);
+# whole reruns 0.48-0.66 s vs 0.35-0.47 s. Set before TensorFlow is imported;
+# a value the user set is kept. No effect on JAX or PyTorch.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # Streamlit runs this file again on every rerun: insert the paths once.
 _APPS = os.path.dirname(os.path.abspath(__file__))
 if _APPS not in sys.path:
