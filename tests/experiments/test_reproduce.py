@@ -5,9 +5,13 @@ import json
 import os
 import shutil
 
-import keras
 import numpy as np
 import pytest
+from reproduce_testing import cli_error
+from reproduce_testing import quick_runner
+from reproduce_testing import quiet
+from reproduce_testing import run_quick
+from reproduce_testing import slow_unless_torch
 
 from mmfusion_keras import cli
 from mmfusion_keras.experiments import reproduce
@@ -17,17 +21,6 @@ from mmfusion_keras.experiments.reproduce_corpora import write_iemocap_release
 pytest.importorskip("wfdb")
 
 
-# The IEMOCAP and MOSEI quick runs compile several models: minutes on
-# TensorFlow and JAX, seconds on PyTorch (eager). They run in the default
-# suite on PyTorch and with `-m slow` on the other backends.
-def slow_unless_torch(test):
-    return test if keras.config.backend() == "torch" else pytest.mark.slow(test)
-
-
-def _quiet(_):
-    pass
-
-
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory):
     base = tmp_path_factory.mktemp("corpora")
@@ -35,19 +28,6 @@ def corpora(tmp_path_factory):
         "iemocap": write_iemocap_release(str(base / "iemocap")),
         "cebs": write_cebs_release(str(base / "cebs")),
     }
-
-
-def _run(name, root, output, overrides=(), resume=False, log=_quiet):
-    return reproduce.run_recipe(
-        name,
-        root,
-        str(output),
-        quick=True,
-        overrides=list(overrides),
-        resume=resume,
-        command=f"test {name}",
-        log=log,
-    )
 
 
 # --- framework -------------------------------------------------------------------
@@ -84,29 +64,22 @@ def test_overrides_are_parsed_and_checked():
         reproduce.parse_override("epochs")
 
 
-def _error(capsys, argv):
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
-
-
 def test_errors_are_one_line(tmp_path, corpora, capsys):
     out = str(tmp_path / "out")
     base = ["reproduce", "mbaf-iemocap", "--quick", "--output", out]
-    err = _error(capsys, base + ["--data-root", str(tmp_path / "nowhere")])
+    err = cli_error(capsys, base + ["--data-root", str(tmp_path / "nowhere")])
     assert "IEMOCAP data root not found" in err and "Session1..Session5" in err
     os.makedirs(tmp_path / "empty")
-    err = _error(capsys, base + ["--data-root", str(tmp_path / "empty")])
+    err = cli_error(capsys, base + ["--data-root", str(tmp_path / "empty")])
     assert "No IEMOCAP session folder" in err and "dialog/EmoEvaluation" in err
     partial = write_iemocap_release(
         str(tmp_path / "partial"), sessions=(1, 2), utterances_per_speaker=1
     )
-    err = _error(capsys, base + ["--data-root", partial])
+    err = cli_error(capsys, base + ["--data-root", partial])
     assert "found sessions [1, 2], missing [3, 4, 5]" in err
     assert "--set sessions=[1, 2]" in err
     shutil.rmtree(os.path.join(partial, "Session2", "sentences"))
-    err = _error(capsys, base + ["--data-root", partial, "--set", "sessions=[1, 2]"])
+    err = cli_error(capsys, base + ["--data-root", partial, "--set", "sessions=[1, 2]"])
     assert "IEMOCAP folder missing" in err and "Session2/sentences/wav" in err
     # An unreadable WAV is named.
     bad = write_iemocap_release(
@@ -117,39 +90,33 @@ def test_errors_are_one_line(tmp_path, corpora, capsys):
     )
     with open(wav, "wb") as f:
         f.write(b"not a wav file")
-    err = _error(capsys, base + ["--data-root", bad, "--set", "sessions=[1, 2]"])
+    err = cli_error(capsys, base + ["--data-root", bad, "--set", "sessions=[1, 2]"])
     assert "Ses01F_impro01_F000.wav" in err
     # PhysioNet: missing subjects and records.
     cebs = str(tmp_path / "cebs")
     shutil.copytree(corpora["cebs"], cebs)
     os.remove(os.path.join(cebs, "m003.hea"))
     cmd = ["reproduce", "mbaf-physionet", "--quick", "--output", out]
-    err = _error(capsys, cmd + ["--data-root", cebs])
+    err = cli_error(capsys, cmd + ["--data-root", cebs])
     assert "subject -> missing states {3: ['m']}" in err
     for name in os.listdir(cebs):
         if name[1:4] in ("019", "020"):
             os.remove(os.path.join(cebs, name))
-    err = _error(capsys, cmd + ["--data-root", cebs])
+    err = cli_error(capsys, cmd + ["--data-root", cebs])
     assert "missing [19, 20]" in err and "Partial PhysioNet CEBS copy" in err
-    err = _error(capsys, cmd + ["--data-root", str(tmp_path / "empty")])
+    err = cli_error(capsys, cmd + ["--data-root", str(tmp_path / "empty")])
     assert "No CEBS WFDB record" in err and "b001.hea" in err
     assert not os.path.exists(out)
-    err = _error(capsys, ["reproduce", "no-such-recipe", "--data-root", "x"])
+    err = cli_error(capsys, ["reproduce", "no-such-recipe", "--data-root", "x"])
     assert "Unknown recipe 'no-such-recipe'" in err
 
 
 # --- folds and label protocols ---------------------------------------------------------
 
 
-def _runner(name, overrides=()):
-    recipe = reproduce.load_recipe(name)
-    params = reproduce.resolve_params(recipe, True, overrides)
-    return reproduce._runner(name)(recipe, params)
-
-
 def test_iemocap_label_protocol_and_speaker_independent_folds(corpora):
-    runner = _runner("dual-memory-iemocap")
-    data = runner.load(corpora["iemocap"], _quiet)
+    runner = quick_runner("dual-memory-iemocap")
+    data = runner.load(corpora["iemocap"], quiet)
     described = runner.describe(data)
     # 8 utterances per speaker cycle ang hap exc neu sad fru xxx sur: the
     # 4-class protocol keeps 5, exc merged into happiness.
@@ -174,15 +141,15 @@ def test_iemocap_label_protocol_and_speaker_independent_folds(corpora):
         assert fold["groups"]["test"] == sorted(test_speakers)
         tested += sorted(test_speakers)
     assert len(tested) == len(set(tested)) == 10  # each speaker in one test fold
-    holdout = _runner("mbaf-iemocap").folds(data)
+    holdout = quick_runner("mbaf-iemocap").folds(data)
     assert [f["name"] for f in holdout] == ["holdout"]
     sizes = {k: len(v) for k, v in holdout[0]["indices"].items()}
     assert sizes == {"train": 40, "validation": 5, "test": 5}
 
 
 def test_cebs_subject_group_folds(corpora):
-    runner = _runner("mbaf-physionet")
-    data = runner.load(corpora["cebs"], _quiet)
+    runner = quick_runner("mbaf-physionet")
+    data = runner.load(corpora["cebs"], quiet)
     # 2 examples per record (quick cap), 20 subjects, 3 states.
     assert runner.describe(data)["class_counts"] == {
         "basal": 40,
@@ -219,7 +186,7 @@ def test_cebs_first_five_minutes_crop(corpora):
 @pytest.fixture(scope="module")
 def physionet_run(corpora, tmp_path_factory):
     output = tmp_path_factory.mktemp("runs") / "physionet"
-    report = _run("mbaf-physionet", corpora["cebs"], output, ["epochs=1"])
+    report = run_quick("mbaf-physionet", corpora["cebs"], output, ["epochs=1"])
     return output, report
 
 
@@ -244,7 +211,7 @@ def test_physionet_quick_report(physionet_run):
 
 def test_refuses_to_overwrite_and_resume_continues(physionet_run, corpora, capsys):
     output, report = physionet_run
-    err = _error(
+    err = cli_error(
         capsys,
         [
             "reproduce",
@@ -259,7 +226,7 @@ def test_refuses_to_overwrite_and_resume_continues(physionet_run, corpora, capsy
         ],
     )
     assert "already holds files" in err and "--resume" in err
-    err = _error(
+    err = cli_error(
         capsys,
         [
             "reproduce",
@@ -279,7 +246,7 @@ def test_refuses_to_overwrite_and_resume_continues(physionet_run, corpora, capsy
     os.remove(output / "units" / "seed0" / "group1" / "F-IV_MBAF.json")
     os.remove(output / "report.json")
     lines = []
-    resumed = _run(
+    resumed = run_quick(
         "mbaf-physionet", corpora["cebs"], output, ["epochs=1"], True, lines.append
     )
     assert "  F-IV NF: done (skipped)" in lines
@@ -294,7 +261,7 @@ def test_refuses_to_overwrite_and_resume_continues(physionet_run, corpora, capsy
 
 @slow_unless_torch  # ~18 s of CPU on JAX (several minutes under load)
 def test_mbaf_iemocap_quick(corpora, tmp_path):
-    report = _run(
+    report = run_quick(
         "mbaf-iemocap",
         corpora["iemocap"],
         tmp_path / "out",
@@ -312,7 +279,7 @@ def test_mbaf_iemocap_quick(corpora, tmp_path):
 
 @slow_unless_torch  # ~30 s of CPU on JAX (several minutes under load)
 def test_dual_memory_iemocap_quick(corpora, tmp_path):
-    report = _run(
+    report = run_quick(
         "dual-memory-iemocap",
         corpora["iemocap"],
         tmp_path / "out",
@@ -337,8 +304,10 @@ def mosei_root(tmp_path_factory):
 
 
 def test_mosei_split_by_video_and_missing_files(mosei_root, tmp_path, capsys):
-    runner = _runner("mult-mosei", [("variants", ["MulT aligned", "MulT unaligned"])])
-    data = runner.load(mosei_root, _quiet)
+    runner = quick_runner(
+        "mult-mosei", [("variants", ["MulT aligned", "MulT unaligned"])]
+    )
+    data = runner.load(mosei_root, quiet)
     assert set(data) == {True, False}
     described = runner.describe(data)
     assert described["aligned"]["segments"] == 40
@@ -352,7 +321,7 @@ def test_mosei_split_by_video_and_missing_files(mosei_root, tmp_path, capsys):
     partial = str(tmp_path / "partial")
     shutil.copytree(mosei_root, partial)
     os.remove(os.path.join(partial, "CMU_MOSEI_COVAREP.csd"))
-    err = _error(
+    err = cli_error(
         capsys,
         [
             "reproduce",
@@ -369,7 +338,7 @@ def test_mosei_split_by_video_and_missing_files(mosei_root, tmp_path, capsys):
 
 @slow_unless_torch
 def test_mult_mosei_quick(mosei_root, tmp_path):
-    report = _run("mult-mosei", mosei_root, tmp_path / "out")
+    report = run_quick("mult-mosei", mosei_root, tmp_path / "out")
     result = report["results"]["MulT unaligned"]
     assert result["paper"] == {"acc_6": 0.507, "f1_6": 0.816}
     unit = report["units"][0]
@@ -379,7 +348,7 @@ def test_mult_mosei_quick(mosei_root, tmp_path):
 
 @slow_unless_torch
 def test_delta_mosei_quick(mosei_root, tmp_path):
-    report = _run(
+    report = run_quick(
         "delta-mosei", mosei_root, tmp_path / "out", ['variants=["stagewise aligned"]']
     )
     result = report["results"]["stagewise aligned"]

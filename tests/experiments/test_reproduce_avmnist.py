@@ -6,25 +6,16 @@ import json
 import os
 import shutil
 
-import keras
 import numpy as np
 import pytest
+from reproduce_testing import cli_error
+from reproduce_testing import quick_runner
+from reproduce_testing import quiet
+from reproduce_testing import run_quick
+from reproduce_testing import slow_unless_torch
 
-from mmfusion_keras import cli
-from mmfusion_keras.experiments import reproduce
 from mmfusion_keras.experiments import reproduce_avmnist as av
 from mmfusion_keras.experiments.reproduce_corpora import write_avmnist_manifests
-
-
-def _quiet(_):
-    pass
-
-
-# The quick runs train several models: seconds on PyTorch, minutes of XLA
-# compile (JAX) or graph tracing (TensorFlow) under load, so there they are
-# `slow` like the other recipes' quick runs (they pass with `-m slow`).
-def slow_unless_torch(test):
-    return test if keras.config.backend() == "torch" else pytest.mark.slow(test)
 
 
 @pytest.fixture(scope="module")
@@ -32,30 +23,14 @@ def corpus(tmp_path_factory):
     return write_avmnist_manifests(str(tmp_path_factory.mktemp("av") / "digits"))
 
 
-def _run(name, root, output, overrides=(), resume=False, log=_quiet):
-    return reproduce.run_recipe(
-        name,
-        root,
-        str(output),
-        quick=True,
-        overrides=list(overrides),
-        resume=resume,
-        command=f"test {name}",
-        log=log,
-    )
-
-
-def _runner(name):
-    recipe = reproduce.load_recipe(name)
-    return reproduce._runner(name)(recipe, reproduce.resolve_params(recipe, True))
 
 
 # --- protocol -----------------------------------------------------------------
 
 
 def test_pairs_agree_in_label_and_stay_inside_their_split(corpus):
-    runner = _runner("early-fusion-avmnist")
-    data = runner.load(corpus, _quiet)
+    runner = quick_runner("early-fusion-avmnist")
+    data = runner.load(corpus, quiet)
     assert runner.describe(data)["image_per_split"] == {
         "train": 40,
         "validation": 10,
@@ -84,7 +59,7 @@ def test_pairs_agree_in_label_and_stay_inside_their_split(corpus):
 
 def test_split_column_is_followed(tmp_path):
     root = write_avmnist_manifests(str(tmp_path / "c"), split_column=True)
-    data = _runner("mfas-avmnist").load(root, _quiet)
+    data = quick_runner("mfas-avmnist").load(root, quiet)
     assert data["split_source"]["audio"] == "split column of the manifest"
     test_paths = data["clip_paths"][data["split"]["audio"]["test"]]
     assert len(test_paths) == 10
@@ -116,29 +91,22 @@ def test_pca_energy_removal_keeps_a_quarter_of_the_variance():
     np.testing.assert_array_equal(av.remove_energy_pca(x, x, 0.0), x)
 
 
-def _error(capsys, argv):
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
-
-
 def test_errors_are_one_line(tmp_path, corpus, capsys):
     out = str(tmp_path / "out")
     base = ["reproduce", "early-fusion-avmnist", "--quick", "--output", out]
-    err = _error(capsys, base + ["--data-root", str(tmp_path / "nowhere")])
+    err = cli_error(capsys, base + ["--data-root", str(tmp_path / "nowhere")])
     assert "AV-MNIST-style data root not found" in err
     assert "images/manifest.csv" in err
     copy = str(tmp_path / "copy")
     shutil.copytree(corpus, copy)
     os.remove(os.path.join(copy, "audio", "manifest.csv"))
-    err = _error(capsys, base + ["--data-root", copy])
+    err = cli_error(capsys, base + ["--data-root", copy])
     assert "Missing manifest(s)" in err and "audio/manifest.csv" in err
     shutil.rmtree(copy)
     shutil.copytree(corpus, copy)
     with open(os.path.join(copy, "images", "digits", "d3_002.png"), "wb") as f:
         f.write(b"not a png")
-    err = _error(capsys, base + ["--data-root", copy])
+    err = cli_error(capsys, base + ["--data-root", copy])
     assert "Cannot read image file" in err and "d3_002.png" in err
     shutil.copy(
         os.path.join(corpus, "images", "digits", "d3_002.png"),
@@ -147,10 +115,10 @@ def test_errors_are_one_line(tmp_path, corpus, capsys):
     with open(os.path.join(copy, "audio", "clips", "4_spk1_1.wav"), "wb") as f:
         f.write(b"not a wav")
     cmd = ["reproduce", "mfas-avmnist", "--quick", "--output", out]
-    err = _error(capsys, cmd + ["--data-root", copy])
+    err = cli_error(capsys, cmd + ["--data-root", copy])
     assert "4_spk1_1.wav" in err and "line" in err
     os.remove(os.path.join(copy, "images", "digits", "d3_002.png"))
-    err = _error(capsys, cmd + ["--data-root", copy])
+    err = cli_error(capsys, cmd + ["--data-root", copy])
     assert "Image file not found" in err and "d3_002.png" in err
     assert not os.path.exists(out)
 
@@ -161,7 +129,7 @@ def test_errors_are_one_line(tmp_path, corpus, capsys):
 @pytest.fixture(scope="module")
 def early_fusion_run(corpus, tmp_path_factory):
     output = tmp_path_factory.mktemp("runs") / "early"
-    return output, _run("early-fusion-avmnist", corpus, output)
+    return output, run_quick("early-fusion-avmnist", corpus, output)
 
 
 @slow_unless_torch
@@ -194,7 +162,7 @@ def test_early_fusion_quick_report(early_fusion_run):
 @pytest.fixture(scope="module")
 def mfas_run(corpus, tmp_path_factory):
     output = tmp_path_factory.mktemp("runs") / "mfas"
-    return output, _run("mfas-avmnist", corpus, output)
+    return output, run_quick("mfas-avmnist", corpus, output)
 
 
 @slow_unless_torch
@@ -226,7 +194,7 @@ def test_resume_continues_where_it_stopped(early_fusion_run, mfas_run, corpus):
     output, report = early_fusion_run
     os.remove(output / "units" / "seed0" / "holdout" / "fc.json")
     lines = []
-    resumed = _run(
+    resumed = run_quick(
         "early-fusion-avmnist", corpus, output, resume=True, log=lines.append
     )
     assert "  initial: done (skipped)" in lines
@@ -241,7 +209,7 @@ def test_resume_continues_where_it_stopped(early_fusion_run, mfas_run, corpus):
     output, report = mfas_run
     os.remove(output / "units" / "seed0" / "holdout" / "two-stream.json")
     lines = []
-    resumed = _run("mfas-avmnist", corpus, output, resume=True, log=lines.append)
+    resumed = run_quick("mfas-avmnist", corpus, output, resume=True, log=lines.append)
     assert "  MFAS: done (skipped)" in lines
     assert not any("training the unimodal" in line for line in lines)
     assert (
