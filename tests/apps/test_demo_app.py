@@ -804,3 +804,36 @@ def test_far_from_training_uses_the_closest_training_sentence():
     finally:
         text_module.minilm_sentence_features = original
     assert "closest: \u201ca\u201d at cosine 0.20" in warning
+
+
+def test_make_inputs_encodes_each_sentence_once(models_root, monkeypatch):
+    # A new clip with the same sentence reuses the sentence's features; the
+    # features equal `prepare_inputs` of the whole card, in the card's order.
+    from mmfusion_keras import tasks
+
+    card = _token_card(models_root)
+    calls = []
+    encode = tasks._text_features
+
+    def counting(spec, texts):
+        calls.append(list(texts))
+        return encode(spec, texts)
+
+    monkeypatch.setattr(tasks, "_text_features", counting)
+    core._text_inputs.cache_clear()
+    sentence = "I am so happy today xyzzy"
+    for seconds in (1.0, 1.5):
+        audio = np.full(int(seconds * 16000), 0.1, "float32")
+        inputs, notes = core.make_inputs(card, {"audio": audio, "text": sentence})
+        expected, expected_notes = tasks.prepare_inputs(
+            card["preprocessing"], {"audio": [audio], "text": [sentence]}
+        )
+        assert list(inputs) == list(card["preprocessing"]["inputs"])
+        for name in expected:
+            np.testing.assert_array_equal(inputs[name], expected[name])
+        assert notes == expected_notes
+    # Two make_inputs calls, two reference calls: the cached path ran once.
+    assert calls == [[sentence]] * 3, calls
+    inputs["text"][...] = 0  # the caller's copy, not the cache
+    again, _ = core.make_inputs(card, {"audio": audio, "text": sentence})
+    np.testing.assert_array_equal(again["text"], expected["text"])
