@@ -20,12 +20,14 @@ Pipeline for one request (`analyze` then `make_figures`):
 4. PCA (scikit-learn) of the memory slots, and matplotlib figures.
 """
 
+import concurrent.futures
 import dataclasses
 import functools
 import io
 import json
 import os
 import re
+import threading
 import time
 
 import numpy as np
@@ -418,7 +420,31 @@ def make_inputs(card, raw, blank=None):
     return inputs, notes
 
 
+# One long-lived thread runs the models. Streamlit runs every rerun in a
+# new thread, and a TensorFlow function called from a new thread costs 2-3x
+# what it costs in a thread that called it before (a plain process,
+# `speech_text_mbaf`: 25-58 ms per prediction from a new thread each time,
+# 14-17 ms from one reused thread). JAX and PyTorch do not care; the calls
+# are serialized either way (one model, one CPU).
+_MODEL_THREAD = concurrent.futures.ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix="mmfusion-model"
+)
+
+
+def on_model_thread(fn):
+    """Runs `fn` on the app's model thread (directly if already there)."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        if threading.current_thread().name.startswith("mmfusion-model"):
+            return fn(*args, **kwargs)
+        return _MODEL_THREAD.submit(fn, *args, **kwargs).result()
+
+    return run
+
+
 @functools.lru_cache(maxsize=64)
+@on_model_thread
 def _text_inputs(name, spec_json, sentence):
     """`prepare_inputs` of one sentence for the text input `name` (cached).
 
@@ -624,6 +650,7 @@ def far_from_training(reference, text):
 BATCH = 2
 
 
+@on_model_thread
 def predict(loaded, inputs):
     """Class probabilities and (for memory models) the `inspect()` report.
 
@@ -783,6 +810,7 @@ def reference_from_card(loaded):
     return Reference(None, count, where, figures)
 
 
+@on_model_thread
 def reference_reads(loaded, split="test"):
     """A `Reference` for a memory model, or None.
 
