@@ -232,7 +232,9 @@ class DualMemoryFusion(BaseFusion):
       (`M_t` holds standardized text embeddings, so the read is a
       text-embedding-like vector, not a vector around 0). Measured on the
       same run: both memories 32 of 32 distinct, read entropy 0.55 and
-      0.67 of uniform, test accuracy 0.759. `"standardize"` standardizes
+      0.67 of uniform, test accuracy 0.759 (3 seeds: 0.781 +- 0.024, both
+      memories alive in every seed; `"none"`: 0.728 +- 0.009, the audio
+      memory collapsed in every seed). `"standardize"` standardizes
       the embeddings for the composer too (and the reads stay
       standardized): memories alive but test accuracy 0.398 (the composer
       then pools two centred vectors; why that learns less was not
