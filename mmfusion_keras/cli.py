@@ -270,6 +270,7 @@ def _train_one(
     max_examples=None,
     recipe="adam",
     clear_session=True,
+    fusion_options=None,
 ):
     """Trains one model; with `output`, checkpoints every epoch and saves it.
 
@@ -288,6 +289,8 @@ def _train_one(
     identity = _identity(
         task.name, fusion, seed, epochs, batch_size, patience, max_examples
     )
+    if fusion_options:  # (absent otherwise: older checkpoints still resume)
+        identity["fusion_options"] = dict(fusion_options)
     if clear_session:  # (--distribute clears it before entering its scope)
         keras.backend.clear_session()  # same layer names, hence same config hash
     keras.utils.set_random_seed(seed)
@@ -300,9 +303,20 @@ def _train_one(
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits.values()
     recipe_spec = get_recipe(recipe)
     head = recipe_spec["head_units"]
-    model = task.build_model(
-        fusion, seed=seed, **({"head_units": head} if head else {})
-    )
+    try:
+        model = task.build_model(
+            fusion,
+            fusion_kwargs=dict(fusion_options or {}),
+            seed=seed,
+            **({"head_units": head} if head else {}),
+        )
+    except (TypeError, ValueError) as error:
+        if not fusion_options:
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UserError(
+            f"--fusion-option {fusion_options} does not fit fusion {fusion!r}: {first}"
+        ) from None
     model.compile(
         optimizer=build_recipe_optimizer(recipe_spec, model),
         loss="sparse_categorical_crossentropy",
@@ -362,6 +376,7 @@ def _train_one(
         "classes": task.class_names,
         "preprocessing": task.preprocessing,
         "fusion": fusion,
+        "fusion_options": dict(fusion_options or {}),
         "recipe": recipe,
         **_versions(),
         "seed": seed,
@@ -565,6 +580,7 @@ def cmd_train(args):
             max_examples=args.max_examples,
             recipe=args.recipe,
             clear_session=not distribute,
+            fusion_options=args.fusion_option,
         )
     print(
         f"[{card['backend']}] {task.name} / {args.fusion}: test {_summary(card['test_metrics'])}"
@@ -767,6 +783,7 @@ def cmd_compare(args):
                 args.patience,
                 verbose=0,
                 recipe=args.recipe,
+                fusion_options=args.fusion_option,
             )
             scores.append(card["test_metrics"])
             healths.setdefault(fusion, []).append(card["memory_health"])
@@ -775,6 +792,7 @@ def cmd_compare(args):
                 f"  ({card['epochs_run']} epochs, {card['training_seconds']:.1f} s)",
                 flush=True,
             )
+            _print_memory_health(card)  # this seed's (the table: mean ± std)
         rows.append((fusion, scores))
     backend = _versions()["backend"]
     print(f"\n{task.name}, backend {backend}, seeds {seeds}: test metrics, mean ± std")
@@ -1016,6 +1034,41 @@ def _add_recipe_argument(parser):
     )
 
 
+def _fusion_option(text):
+    """`KEY=VALUE` of `--fusion-option`; VALUE read as JSON, else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(
+            "expected KEY=VALUE (a keyword argument of the fusion layer, "
+            f"e.g. embedding_norm=none). Received: {text!r}"
+        )
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+class _FusionOptions(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        options = dict(getattr(namespace, self.dest) or {})
+        key, value = values
+        options[key] = value
+        setattr(namespace, self.dest, options)
+
+
+def _add_fusion_option_argument(parser):
+    parser.add_argument(
+        "--fusion-option",
+        type=_fusion_option,
+        action=_FusionOptions,
+        default={},
+        metavar="KEY=VALUE",
+        help="a keyword argument of the fusion layer (repeatable; VALUE is "
+        "read as JSON, else as a string), e.g. --fusion-option "
+        "embedding_norm=none; recorded in model_card.json",
+    )
+
+
 def _text_encoder(args):
     """`--text-encoder`, defaulting to MiniLM on the speech-text task."""
     from mmfusion_keras.tasks import DEFAULT_TEXT_ENCODER
@@ -1089,6 +1142,7 @@ def build_parser():
     )
     _add_recipe_argument(train)
     _add_text_encoder_argument(train)
+    _add_fusion_option_argument(train)
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser(
@@ -1132,6 +1186,7 @@ def build_parser():
     compare.add_argument("--patience", type=int, default=5)
     _add_recipe_argument(compare)
     _add_text_encoder_argument(compare)
+    _add_fusion_option_argument(compare)
     compare.set_defaults(func=cmd_compare)
 
     demo = sub.add_parser("demo", help="start the Streamlit demo app")

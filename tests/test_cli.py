@@ -28,6 +28,8 @@ def trained(tmp_path_factory):
             "--verbose",
             "0",
             "--resume",
+            "--fusion-option",
+            "memory_slots=12",
         ]
     )
     assert code == 0
@@ -44,6 +46,27 @@ def test_train_writes_model_and_card(trained, capsys):
     assert 0.0 <= test["accuracy"] <= 1.0
     assert np.array(test["confusion_matrix"]).sum() == test["num_samples"]
     assert card["command"].startswith("mmfusion train")
+    # --fusion-option reached the layer and the card.
+    assert card["fusion_options"] == {"memory_slots": 12}
+    model = keras.saving.load_model(trained / "model.keras", compile=False)
+    slots = [
+        layer.memory_slots for layer in model.layers if hasattr(layer, "memory_slots")
+    ]
+    assert slots == [12]
+
+
+def test_fusion_option_misuse_is_one_line(capsys):
+    argv = ["train", "--fusion", "concat", "--epochs", "1", "--max-examples", "8"]
+    assert main([*argv, "--fusion-option", "memory_slots=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert re.search(
+        r"--fusion-option \{'memory_slots': 3\} does not fit fusion 'concat': ", err
+    ), err
+    with pytest.raises(SystemExit):
+        main([*argv, "--fusion-option", "memory_slots"])
+    err = capsys.readouterr().err
+    assert re.search(r"expected KEY=VALUE .* Received: 'memory_slots'", err), err
 
 
 def test_evaluate(trained, tmp_path, capsys):

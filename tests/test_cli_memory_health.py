@@ -65,9 +65,11 @@ def _card(fusion, seed, distinct):
                 "name": "fusion",
                 "slots": 10,
                 "distinct_slots": distinct,
+                "distinct_fraction": distinct / 10,
                 "effective_rank": 2.0 + seed,
                 "read_entropy": 0.5,
                 "slots_read": 3 + seed,
+                "top_slot_share": 0.5,
             }
         ]
     metrics = {"accuracy": 0.5, "unweighted_accuracy": 0.5, "macro_f1": 0.5}
@@ -96,6 +98,9 @@ def test_compare_reports_health_mean_and_std(monkeypatch, capsys):
         in (printed)
     )
     assert "| concat | fusion |" not in printed
+    # and each seed's own health under its accuracy line
+    assert "memory health: fusion: 4 of 10 slots distinct (6 identical" in printed
+    assert "memory health: fusion: 8 of 10 slots distinct (2 identical" in printed
 
 
 def test_compare_without_memory_prints_no_health_table(monkeypatch, capsys):

@@ -112,18 +112,36 @@ def standardize(x, eps, stats=None):
     return (x - mean) / np.sqrt(var + eps)
 
 
+def destandardize(x, eps, stats):
+    """The inverse of `standardize` with the statistics `(mean, var)`, one
+    feature at a time."""
+    mean, var = stats
+    out = np.empty_like(x)
+    for j in range(x.shape[1]):
+        out[:, j] = x[:, j] * np.sqrt(var[j] + eps) + mean[j]
+    return out
+
+
 def dual_memory_forward(x_a, x_t, memory_a, memory_t, p, noise=(None, None)):
     """The layer's output `x_f` (Eq. 1-3) with weights `p` (a dict).
 
     `noise[0]` is the Gumbel noise of the read of `M_a`, `noise[1]` of
     `M_t`. Batch normalization in inference mode.
     """
-    if p.get("embedding_stats") is not None:  # embedding_norm="standardize"
+    q_a, q_t = x_a, x_t  # the queries of Eq. 1
+    mode = p.get("embedding_norm", "none")
+    if mode != "none":
         eps = p.get("norm_epsilon", 1e-3)
-        x_a = standardize(x_a, eps, p["embedding_stats"][0])
-        x_t = standardize(x_t, eps, p["embedding_stats"][1])
-    x_ta, z_a, tau_a = gumbel_read(x_t, memory_a, *p["temperature_a"], noise[0])
-    x_at, z_t, tau_t = gumbel_read(x_a, memory_t, *p["temperature_t"], noise[1])
+        q_a = standardize(x_a, eps, p["embedding_stats"][0])
+        q_t = standardize(x_t, eps, p["embedding_stats"][1])
+        if mode == "standardize":
+            x_a, x_t = q_a, q_t  # the composer pools them too
+        # "memory": the composer pools the embeddings as they came in.
+    x_ta, z_a, tau_a = gumbel_read(q_t, memory_a, *p["temperature_a"], noise[0])
+    x_at, z_t, tau_t = gumbel_read(q_a, memory_t, *p["temperature_t"], noise[1])
+    if mode == "memory":  # the reads back in their embedding's space
+        x_ta = destandardize(x_ta, eps, p["embedding_stats"][0])
+        x_at = destandardize(x_at, eps, p["embedding_stats"][1])
     p_1 = compact_bilinear(x_a, x_at, p["hashes"], p["signs"], p["dim"])  # Eq. 3
     p_2 = compact_bilinear(x_ta, x_t, p["hashes"], p["signs"], p["dim"])  # Eq. 3
     a_1 = feature_attention(p_1, p["attention_1"]) * p["dim"]  # rescaled
