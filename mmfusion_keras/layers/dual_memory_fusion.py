@@ -22,6 +22,7 @@ LEGACY_WRITER = {
     "norm_momentum": 0.99,
     "norm_epsilon": 1e-3,
     "embedding_norm": "none",
+    "variance_floor": 0.0,
 }
 
 
@@ -241,7 +242,15 @@ class DualMemoryFusion(BaseFusion):
       measured).
       Without the mapping back (reads around 0, raw embeddings pooled; not
       kept as an option) 0.546. `"none"` is the paper's reading, and what
-      files saved before the option load with.
+      files saved before the option load with. On avdigits one seed of
+      three collapsed the audio memory with `"memory"`: 31 of its 64 ReLU
+      features were nearly dead (moving variance under 1e-4), and the
+      standardization blew them up into spikes. `variance_floor` (off by
+      default) keeps each feature's variance at least that fraction of the
+      mean variance: with 0.03 all three avdigits seeds kept their memories
+      (28-32 of 32 distinct, read entropy 0.63-0.77); on digits-views it
+      left seed 0's read entropy at 0.81 (0.82 without). Not yet measured
+      on speech-text, so not the default.
     - Composer pooling: `normalize_pooling=True` applies MCB's signed
       square root and L2 normalization to the pooled vectors (the paper
       does not say).
@@ -288,6 +297,13 @@ class DualMemoryFusion(BaseFusion):
             for the reads and the writes, the reads mapped back to the
             embedding space for the composer), `"standardize"` (standardized
             everywhere) or `"none"` (the paper's text). See "Memory space".
+        variance_floor: float >= 0. With `embedding_norm` `"memory"` or
+            `"standardize"`, each feature's variance in the standardization
+            is at least `variance_floor` times the mean variance over the
+            features (batch or moving statistics, as the standardization
+            uses), so that near-constant features (dead ReLU units) are not
+            blown up into spikes. Default 0.0 (no floor; what files saved
+            before the option load with). See "Memory space".
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -341,9 +357,21 @@ class DualMemoryFusion(BaseFusion):
         norm_momentum=0.9,
         norm_epsilon=1e-5,
         embedding_norm="memory",
+        variance_floor=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if (
+            isinstance(variance_floor, bool)
+            or not isinstance(variance_floor, (int, float))
+            or not variance_floor >= 0
+        ):
+            raise ValueError(
+                "Received an invalid value for argument `variance_floor`, "
+                "expected a number >= 0. "
+                f"Received: variance_floor={variance_floor!r}"
+            )
+        self.variance_floor = float(variance_floor)
         if embedding_norm not in EMBEDDING_NORMS:
             raise ValueError(
                 "Received an invalid value for argument `embedding_norm`, "
@@ -646,6 +674,11 @@ class DualMemoryFusion(BaseFusion):
         finite = ops.all(ops.isfinite(x), axis=-1)
         safe = ops.where(finite[:, None], x, 0.0)
         standardized = norm(safe, training=training, mask=finite)
+        if self.variance_floor:
+            # The batch normalization above keeps the moving statistics;
+            # the value divides by the floored standard deviation.
+            mean, std = self._statistics(x, norm, training)
+            standardized = (safe - mean) / std
         # A non-finite embedding stays non-finite (its write is skipped).
         return ops.where(finite[:, None], standardized, x)
 
@@ -661,6 +694,9 @@ class DualMemoryFusion(BaseFusion):
             count = ops.maximum(ops.sum(finite), 1.0)
             mean = ops.sum(safe * finite, axis=0) / count
             variance = ops.sum(ops.square(safe - mean) * finite, axis=0) / count
+        if self.variance_floor:  # see `variance_floor`
+            floor = self.variance_floor * ops.mean(variance)
+            variance = ops.maximum(variance, floor)
         return mean, ops.sqrt(variance + self.norm_epsilon)
 
     def _write(self, memory, x, j, training):
@@ -818,6 +854,7 @@ class DualMemoryFusion(BaseFusion):
             "norm_momentum": self.norm_momentum,
             "norm_epsilon": self.norm_epsilon,
             "embedding_norm": self.embedding_norm,
+            "variance_floor": self.variance_floor,
         }
 
     @classmethod

@@ -103,19 +103,27 @@ def batch_norm_inference(x, gamma, beta, mean, var, eps=1e-3):
     return gamma * (x - mean) / np.sqrt(var + eps) + beta
 
 
-def standardize(x, eps, stats=None):
+def floored(var, floor):
+    """`variance_floor`: no feature's variance below `floor` times the mean
+    variance over the features (one feature at a time)."""
+    limit = floor * sum(var) / len(var)
+    return np.array([max(v, limit) for v in var])
+
+
+def standardize(x, eps, stats=None, floor=0.0):
     """Feature-wise standardization: with `stats = (mean, var)` (the moving
     statistics, inference) or the batch's mean and biased variance."""
     if stats is None:
         stats = (x.mean(axis=0), x.var(axis=0))
     mean, var = stats
-    return (x - mean) / np.sqrt(var + eps)
+    return (x - mean) / np.sqrt(floored(var, floor) + eps)
 
 
-def destandardize(x, eps, stats):
+def destandardize(x, eps, stats, floor=0.0):
     """The inverse of `standardize` with the statistics `(mean, var)`, one
     feature at a time."""
     mean, var = stats
+    var = floored(var, floor)
     out = np.empty_like(x)
     for j in range(x.shape[1]):
         out[:, j] = x[:, j] * np.sqrt(var[j] + eps) + mean[j]
@@ -132,16 +140,17 @@ def dual_memory_forward(x_a, x_t, memory_a, memory_t, p, noise=(None, None)):
     mode = p.get("embedding_norm", "none")
     if mode != "none":
         eps = p.get("norm_epsilon", 1e-3)
-        q_a = standardize(x_a, eps, p["embedding_stats"][0])
-        q_t = standardize(x_t, eps, p["embedding_stats"][1])
+        floor = p.get("variance_floor", 0.0)
+        q_a = standardize(x_a, eps, p["embedding_stats"][0], floor)
+        q_t = standardize(x_t, eps, p["embedding_stats"][1], floor)
         if mode == "standardize":
             x_a, x_t = q_a, q_t  # the composer pools them too
         # "memory": the composer pools the embeddings as they came in.
     x_ta, z_a, tau_a = gumbel_read(q_t, memory_a, *p["temperature_a"], noise[0])
     x_at, z_t, tau_t = gumbel_read(q_a, memory_t, *p["temperature_t"], noise[1])
     if mode == "memory":  # the reads back in their embedding's space
-        x_ta = destandardize(x_ta, eps, p["embedding_stats"][0])
-        x_at = destandardize(x_at, eps, p["embedding_stats"][1])
+        x_ta = destandardize(x_ta, eps, p["embedding_stats"][0], floor)
+        x_at = destandardize(x_at, eps, p["embedding_stats"][1], floor)
     p_1 = compact_bilinear(x_a, x_at, p["hashes"], p["signs"], p["dim"])  # Eq. 3
     p_2 = compact_bilinear(x_ta, x_t, p["hashes"], p["signs"], p["dim"])  # Eq. 3
     a_1 = feature_attention(p_1, p["attention_1"]) * p["dim"]  # rescaled

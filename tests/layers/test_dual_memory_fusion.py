@@ -102,6 +102,12 @@ def _errors():
             r"'standardize', 'none'\). Received: embedding_norm='layer'",
         ),
         (
+            "variance_floor",
+            lambda: DualMemoryFusion(variance_floor=-0.1),
+            r"argument `variance_floor`, expected a number >= 0. "
+            r"Received: variance_floor=-0.1",
+        ),
+        (
             "norm_momentum",
             lambda: DualMemoryFusion(norm_momentum=1.5),
             r"argument `norm_momentum`, expected a number between 0 and 1 "
@@ -179,6 +185,7 @@ def _weights(layer):
         "bn_2": bn(layer.norms[1]),
         "norm_epsilon": layer.norm_epsilon,
         "embedding_norm": layer.embedding_norm,
+        "variance_floor": layer.variance_floor,
         "embedding_stats": None
         if layer.embedding_norms is None
         else [
@@ -193,12 +200,17 @@ def _standardized(layer, x):
     x = x.astype("float64")
     if layer.embedding_norms is None:
         return x
-    return standardize(x, layer.norm_epsilon)
+    return standardize(x, layer.norm_epsilon, floor=layer.variance_floor)
 
 
-@pytest.mark.parametrize("embedding_norm", ["none", "standardize", "memory"])
-def test_inference_matches_numpy_reference(embedding_norm):
-    layer = _layer(embedding_norm=embedding_norm)
+@pytest.mark.parametrize(
+    "embedding_norm,floor",
+    [("none", 0.0), ("standardize", 0.0), ("memory", 0.0), ("memory", 0.8)],
+)
+def test_inference_matches_numpy_reference(embedding_norm, floor):
+    # floor 0.8: the moving variances are drawn from [0.5, 2], so some
+    # features are floored and some are not.
+    layer = _layer(embedding_norm=embedding_norm, variance_floor=floor)
     memories = [np_(m) for m in layer.memories]
     out = np_(layer([A, T], training=False))
     ref, (z_a, z_t), (tau_a, tau_t) = dual_memory_forward(
@@ -221,18 +233,21 @@ def test_inference_matches_numpy_reference(embedding_norm):
 
 
 @pytest.mark.parametrize(
-    "gumbel_scale,embedding_norm",
+    "gumbel_scale,embedding_norm,floor",
     [
-        ("similarity_spread", "none"),
-        ("unit", "none"),
-        ("unit", "standardize"),
-        ("similarity_spread", "memory"),
+        ("similarity_spread", "none", 0.0),
+        ("unit", "none", 0.0),
+        ("unit", "standardize", 0.0),
+        ("similarity_spread", "memory", 0.0),
+        ("similarity_spread", "memory", 0.8),
     ],
 )
 def test_training_reader_with_fixed_gumbel_noise_matches_reference(
-    gumbel_scale, embedding_norm
+    gumbel_scale, embedding_norm, floor
 ):
-    layer = _layer(gumbel_scale=gumbel_scale, embedding_norm=embedding_norm)
+    layer = _layer(
+        gumbel_scale=gumbel_scale, embedding_norm=embedding_norm, variance_floor=floor
+    )
     r = np.random.default_rng(7)
     noises = [r.gumbel(size=(5, 4)).astype("float32") for _ in range(2)]
     pending = list(noises)
@@ -254,8 +269,12 @@ def test_training_reader_with_fixed_gumbel_noise_matches_reference(
     if embedding_norm == "memory":  # reads back in the embeddings' space
         eps = layer.norm_epsilon
         a64, t64 = A.astype("float64"), T.astype("float64")
-        read_a = destandardize(read_a, eps, (a64.mean(axis=0), a64.var(axis=0)))
-        read_t = destandardize(read_t, eps, (t64.mean(axis=0), t64.var(axis=0)))
+        stats_a, stats_t = ((x.mean(axis=0), x.var(axis=0)) for x in (a64, t64))
+        read_a = destandardize(read_a, eps, stats_a, floor)
+        read_t = destandardize(read_t, eps, stats_t, floor)
+    if floor:  # the floor is active for some features of each modality
+        for x in (A, T):
+            assert x.var(axis=0).min() < floor * x.var(axis=0).mean()
     np.testing.assert_allclose(np_(result["read_weights"][0]), z_a, atol=1e-5)
     np.testing.assert_allclose(np_(result["read_weights"][1]), z_t, atol=1e-5)
     np.testing.assert_allclose(np_(result["reads"][0]), read_a, atol=1e-5)
@@ -558,6 +577,7 @@ def test_configs_without_writer_keys_load_the_legacy_writer():
     config.pop("gumbel_scale")
     assert (config.pop("norm_momentum"), config.pop("norm_epsilon")) == (0.9, 1e-5)
     assert config.pop("embedding_norm") == "memory"
+    assert config.pop("variance_floor") == 0.0
     old = DualMemoryFusion.from_config(config)
     assert (old.writer_selection, old.writer_temperature, old.writer_block) == (
         "soft",
@@ -570,6 +590,7 @@ def test_configs_without_writer_keys_load_the_legacy_writer():
     old.build([A.shape, T.shape])
     assert (old.norms[0].momentum, old.norms[0].epsilon) == (0.99, 1e-3)
     assert old.embedding_norm == "none" and old.embedding_norms is None
+    assert old.variance_floor == 0.0
     old = DualMemoryFusion.from_config(config)
     # Weights saved before `skipped_writes` existed (two own variables,
     # the memories) load, and the count starts at 0.
