@@ -53,6 +53,8 @@ def one_step():
     # bias has a zero gradient in exact arithmetic, and Adam would scale its
     # rounding noise (which differs between one and two devices) up to 1e-5.
     model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    # The memory before the step (to check that the step wrote it).
+    model.before = {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}
     model.train_on_batch(x, y)
     return model
 """
@@ -76,6 +78,8 @@ for a, b in zip(single, parallel):
 memories = [w for w in model.weights if "memory" in w.path]
 assert memories, [w.path for w in model.weights]
 for w in memories:
+    # The step did write (the comparison above is not of unchanged state).
+    assert np.abs(keras.ops.convert_to_numpy(w) - model.before[w.path]).max() > 1e-3
     shards = [np.asarray(s.data) for s in w.value.addressable_shards]
     assert len(shards) == 2
     np.testing.assert_array_equal(shards[0], shards[1])

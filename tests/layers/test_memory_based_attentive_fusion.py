@@ -533,55 +533,6 @@ def test_saved_under_one_backend_loads_under_another(tmp_path):
     assert f"OK {other}" in result.stdout
 
 
-def test_jax_data_parallel_memory_matches_single_device(tmp_path):
-    if keras.config.backend() != "jax":
-        pytest.skip("keras.distribution.DataParallel is tested on JAX")
-    script = textwrap.dedent(
-        """
-        import keras, numpy as np, jax
-        from mmfusion_keras.layers import MemoryBasedAttentiveFusion
-        assert len(jax.devices()) == 2, jax.devices()
-
-        def build():
-            a, t = keras.Input((3,)), keras.Input((4,))
-            f = MemoryBasedAttentiveFusion(memory_slots=4, seed=0, name="fusion")([a, t])
-            m = keras.Model([a, t], keras.layers.Dense(2)(f))
-            m.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            return m
-
-        r = np.random.default_rng(0)
-        a, t = r.standard_normal((8, 3), "float32"), r.standard_normal((8, 4), "float32")
-        y = r.integers(0, 2, 8)
-        keras.utils.set_random_seed(1)
-        single = build()
-        w = single.get_weights()
-        m0 = np.asarray(single.get_layer("fusion").memories[0].value)
-        single.fit([a, t], y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
-        keras.utils.set_random_seed(1)
-        parallel = build()
-        parallel.set_weights(w)
-        parallel.fit([a, t], y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-        m1 = np.asarray(single.get_layer("fusion").memories[0].value)
-        m2 = np.asarray(parallel.get_layer("fusion").memories[0].value)
-        np.testing.assert_allclose(m2, m1, atol=1e-5)
-        assert np.abs(m1 - m0).max() > 1e-3  # the step did write
-        print("OK", len(jax.devices()))
-        """
-    )
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": "jax",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "PYTHONPATH": REPO,
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "OK 2" in result.stdout
-
-
 # Table 3 of the paper: (NF parameters, MBAF parameters, fused width l, batch
 # size q of that experiment, section 4).
 TABLE_3 = {
