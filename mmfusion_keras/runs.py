@@ -49,7 +49,7 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode="w", encoding="utf-8"):
+def atomic_write(path, mode="w", encoding="utf-8", newline=None):
     """Opens a temporary file beside `path`; renames it to `path` on success.
 
     If the block raises, the temporary file is removed and `path` is left
@@ -71,7 +71,9 @@ def atomic_write(path, mode="w", encoding="utf-8"):
     try:
         os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600 files
         with os.fdopen(
-            fd, mode, **({} if "b" in mode else {"encoding": encoding})
+            fd,
+            mode,
+            **({} if "b" in mode else {"encoding": encoding, "newline": newline}),
         ) as f:
             yield f
             f.flush()

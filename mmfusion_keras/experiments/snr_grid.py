@@ -52,6 +52,9 @@ import time
 
 import numpy as np
 
+from mmfusion_keras.runs import atomic_write
+from mmfusion_keras.runs import write_json
+
 SMALL_AUDIO_SNRS = ("orig", "2", "0.5", "0.125")
 SMALL_IMAGE_SNRS = ("orig", "1", "0.25", "0.0625")
 FULL_SNRS = ("orig", "8", "4", "2", "1", "0.5", "0.25", "0.125", "0.0625", "0.03125")
@@ -237,8 +240,47 @@ def add_arguments(parser):
         action="store_true",
         help="do not compile the train step (faster for tiny smoke runs)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier run in --output (refused "
+        "otherwise; each file is replaced only once the new one is written)",
+    )
     parser.add_argument("--verbose", type=int, default=1)
     return parser
+
+
+# What a run (or `--aggregate`) writes into `--output`.
+OUTPUT_FILES = (
+    "snr_grid.csv",
+    "snr_grid_summary.csv",
+    "snr_grid_summary.md",
+    "snr_grid.json",
+    "snr_grid.png",
+    "snr_curves.png",
+)
+
+
+def _check_output(args):
+    """Refuses an `--output` that holds an earlier run, unless --overwrite."""
+    directory = args.output
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(
+            f"snr-grid: --output {directory!r} is a file; expected a directory."
+        )
+    if not os.path.isdir(directory) or getattr(args, "overwrite", False):
+        return
+    existing = sorted(
+        name
+        for name in os.listdir(directory)
+        if name in OUTPUT_FILES or name.startswith("snr_train_grid_")
+    )
+    if existing:
+        raise ValueError(
+            f"snr-grid: --output {directory!r} already holds a run "
+            f"({', '.join(existing)}); pass --overwrite to replace it or "
+            "choose another directory."
+        )
 
 
 def _check_int(name, value, minimum=1):
@@ -361,6 +403,7 @@ def run(args):
     from mmfusion_keras.models.early_fusion import build_early_fusion_model
 
     start = time.time()
+    _check_output(args)
     if args.aggregate:
         return aggregate(args)
     variants, parsed, train, audio_snrs, image_snrs, seeds = _settings(args)
@@ -539,8 +582,7 @@ def run(args):
         "variants_timing": timings,
         "wall_seconds": round(time.time() - start, 1),
     }
-    with open(os.path.join(args.output, "snr_grid.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    write_json(os.path.join(args.output, "snr_grid.json"), summary)
     _log(
         args,
         f"snr-grid: wrote {csv_path} and {png_path} ({summary['wall_seconds']:.0f} s)",
@@ -548,8 +590,14 @@ def run(args):
     return rows
 
 
+def _save_figure(fig, path):
+    """`fig.savefig` as PNG through a temporary file (see `atomic_write`)."""
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=90)
+
+
 def _write_csv(path, fields, rows):
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -621,9 +669,7 @@ def aggregate(args):
             os.path.join(args.output, "snr_grid.png"),
         )
     lines = markdown_summary(summary_rows, variants, audio, image)
-    with open(
-        os.path.join(args.output, "snr_grid_summary.md"), "w", encoding="utf-8"
-    ) as f:
+    with atomic_write(os.path.join(args.output, "snr_grid_summary.md")) as f:
         f.write(lines)
     _log(args, lines)
     return summary_rows
@@ -737,7 +783,7 @@ def plot_grid(rows, variants, audio_snrs, image_snrs, train, path):
         fontsize=font + 3,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save_figure(fig, path)
     plt.close(fig)
 
 
@@ -791,7 +837,7 @@ def plot_train_grid(rows, variant, audio_snrs, image_snrs, path):
         fontsize=8,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save_figure(fig, path)
     plt.close(fig)
 
 
@@ -840,7 +886,7 @@ def plot_curves(rows, path):
         if sub:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save_figure(fig, path)
     plt.close(fig)
 
 

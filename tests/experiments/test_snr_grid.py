@@ -185,6 +185,20 @@ def test_aggregate_writes_mean_and_std_of_separate_runs(tmp_path, capsys):
     assert summary["orig"]["num_seeds"] == "3"
     assert (out / "snr_grid.png").read_bytes()[:4] == b"\x89PNG"
     assert "0.750 (0.204)" in (out / "snr_grid_summary.md").read_text()
+    # The results are never replaced silently: a second run into the same
+    # --output is refused (files untouched) unless --overwrite is given.
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    again = ["snr-grid", "--aggregate", dirs[0], "--output", str(out), "--verbose", "0"]
+    assert cli_main(again) == 2
+    err = capsys.readouterr().err
+    assert f"--output {str(out)!r} already holds a run (snr_grid.png, " in err
+    assert "pass --overwrite to replace it" in err and len(err.splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert cli_main(again + ["--overwrite"]) == 0
+    replaced = {r["test_image_snr"]: r for r in _rows(out / "snr_grid_summary.csv")}
+    assert float(replaced["orig"]["mean"]) == pytest.approx(values[0][0])
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     capsys.readouterr()
     assert cli_main(["snr-grid", "--aggregate", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
