@@ -12,6 +12,8 @@ WRITER_SELECTIONS = ("soft", "hard", "straight_through")
 WRITER_BLOCKS = ("post_norm", "rezero")
 GUMBEL_SCALES = ("similarity_spread", "unit")
 EMBEDDING_NORMS = ("memory", "standardize", "none")
+SIMILARITY_LOSSES = ("squared_cosine", "cosine")
+SIMILARITY_GRADIENTS = ("writer", "network")
 # The writer and reader of the layer's first versions (configs without
 # these keys).
 LEGACY_WRITER = {
@@ -23,20 +25,25 @@ LEGACY_WRITER = {
     "norm_epsilon": 1e-3,
     "embedding_norm": "none",
     "variance_floor": 0.0,
+    "similarity_loss": "cosine",
+    "similarity_gradient": "network",
 }
 
 
-def mean_pairwise_cosine(memory):
+def mean_pairwise_cosine(memory, squared=False):
     """Mean cosine similarity over the pairs of slots `i < j` of a memory.
 
     One term of Eq. 4: with `S` the `(n, n)` cosine-similarity matrix of the
     slots, the mean of its upper triangle without the diagonal,
     `sum_{i<j} S_ij / (n (n - 1) / 2)`, which equals
-    `(sum(S) - trace(S)) / (n (n - 1))` since `S` is symmetric. Zero for
-    `n = 1`.
+    `(sum(S) - trace(S)) / (n (n - 1))` since `S` is symmetric. With
+    `squared=True` the mean of `S_ij ** 2` instead (zero only when the
+    slots are orthogonal; see `DualMemoryFusion`'s `similarity_loss`).
+    Zero for `n = 1`.
 
     Args:
         memory: `(n, d)` tensor.
+        squared: bool, average the squared cosines.
 
     Returns:
         A scalar tensor.
@@ -47,6 +54,8 @@ def mean_pairwise_cosine(memory):
         ops.sum(ops.square(memory), axis=-1, keepdims=True) + _EPSILON
     )
     similarity = ops.matmul(unit, ops.transpose(unit))
+    if squared:
+        similarity = ops.square(similarity)
     off_diagonal = ops.sum(similarity) - ops.trace(similarity)
     return off_diagonal / max(n * (n - 1), 1)  # Eq. 4
 
@@ -85,7 +94,7 @@ class DualMemoryFusion(BaseFusion):
     scores. The result is the new memory `M'`. It feeds the similarity loss
     of this step (Eq. 4),
 
-        L_mem = sum_{l in {a, t}} mean_{i < j} cos(M'_l(i), M'_l(j)),
+        L_mem = sum_{l in {a, t}} mean_{i < j} cos(M'_l(i), M'_l(j))^2,
 
     added with `add_loss` (times `similarity_loss_weight`), and it is
     assigned (without gradient) to the memory variable, so the next step
@@ -165,6 +174,38 @@ class DualMemoryFusion(BaseFusion):
     - At inference (`training` false) the Gumbel noise is dropped: the read
       is the plain softmax of `s / tau` at the learned temperature, so
       predictions are deterministic.
+    - *Temperature range* (`temperature_max`). The paper fixes `tau_max`
+      at 10 for its embeddings. How flat a read can get depends on the
+      spread of the similarities, not on `tau` alone: with the memory side
+      standardized (64-wide on the bundled tasks) a query's similarities
+      to the 32 slots spread with a standard deviation of about 3
+      (measured on a speech-text model trained with the defaults before),
+      and at that spread `tau = 10` gives a read at 0.99 of uniform
+      entropy, `tau = 2` one at 0.74. The learned temperatures sat at
+      2.5-3.7 (median; up to the cap) and the mean read entropy of a memory
+      reached 0.87 of uniform: above 0.8 in 5 of 18 runs (the previous
+      defaults and `variance_floor=0.03`, three tasks, three seeds). Default
+      2.0: the reader keeps its learned, input-dependent temperature, within
+      a range where the read selects among slots; `temperature_max=10` is
+      the paper's value.
+    - *Similarity loss* (`similarity_loss`, `similarity_gradient`). The paper introduces Eq. 4
+      as a loss "which seeks to achieve orthogonality among vectors in
+      the memory block", and prints it as the mean cosine similarity of
+      the pairs of slots. The mean cosine does not do that: its least
+      value for `n` vectors, `-1 / (n - 1)`, is reached by a memory of one
+      vector and its negative (slots `v, -v, v, -v, ...`), which is the
+      collapse measured on avdigits (seed 2: the audio memory's 32 slots
+      one vector and its negative, effective rank 1.1) and on speech-text
+      (seed 1 with `temperature_max=2`: 1 of 32 distinct, effective rank
+      1.2). `"squared_cosine"` (default) averages the squared cosines
+      instead: zero exactly when the slots are orthogonal, 1 for that
+      collapsed memory. `"cosine"`: Eq. 4 as printed (what files saved
+      before the option load with). The loss is there "to train the writer
+      sub-module": with `similarity_gradient="writer"` (default) it trains
+      the writer's weights only (the embeddings it stores are taken
+      without gradient), with `"network"` (what older files load with) it
+      also reaches the encoders through the stored embeddings, pushing
+      the embeddings of different inputs apart whatever their class.
     - Eq. 4 divides the upper-triangle sum by `n (n - 1)` while the text
       says "averaging the upper triangle": the mean (`/ (n (n - 1) / 2)`)
       is used; `similarity_loss_weight=0.5` gives Eq. 4 as printed.
@@ -245,12 +286,12 @@ class DualMemoryFusion(BaseFusion):
       files saved before the option load with. On avdigits one seed of
       three collapsed the audio memory with `"memory"`: 31 of its 64 ReLU
       features were nearly dead (moving variance under 1e-4), and the
-      standardization blew them up into spikes. `variance_floor` (off by
-      default) keeps each feature's variance at least that fraction of the
-      mean variance: with 0.03 all three avdigits seeds kept their memories
-      (28-32 of 32 distinct, read entropy 0.63-0.77); on digits-views it
-      left seed 0's read entropy at 0.81 (0.82 without). Not yet measured
-      on speech-text, so not the default.
+      standardization blew them up into spikes. `variance_floor` keeps
+      each feature's variance at least that fraction of the mean variance:
+      with 0.03 all three avdigits seeds kept their memories (28-32 of 32
+      distinct, read entropy 0.63-0.77). Default 0.03 (with the squared
+      similarity loss and `temperature_max=2`, see below and
+      docs/dual_memory.md for the 3-seed runs of every bundled task).
     - Composer pooling: `normalize_pooling=True` applies MCB's signed
       square root and L2 normalization to the pooled vectors (the paper
       does not say).
@@ -265,7 +306,8 @@ class DualMemoryFusion(BaseFusion):
             output. Default 1024 (the paper does not give it).
         memory_dim: int or None. None (default): the memories have the
             inputs' common width `d`. An int: project both inputs to it.
-        temperature_max: float, `tau_max` of Eq. 1 (paper: 10).
+        temperature_max: float, `tau_max` of Eq. 1. Default 2.0 (paper:
+            10; see "Temperature range").
         writer_heads: int, attention heads of the writer's transformer.
         writer_intermediate_dim: int or None, width of its feed-forward
             network; None: `2 d`.
@@ -302,8 +344,12 @@ class DualMemoryFusion(BaseFusion):
             is at least `variance_floor` times the mean variance over the
             features (batch or moving statistics, as the standardization
             uses), so that near-constant features (dead ReLU units) are not
-            blown up into spikes. Default 0.0 (no floor; what files saved
-            before the option load with). See "Memory space".
+            blown up into spikes. Default 0.03; 0.0 is no floor (what
+            files saved before the option load with). See "Memory space".
+        similarity_loss: `"squared_cosine"` (default: the mean squared
+            cosine of the pairs of slots, zero only for orthogonal slots)
+            or `"cosine"` (Eq. 4 as printed; what files saved before the
+            option load with). See "Similarity loss".
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -343,7 +389,7 @@ class DualMemoryFusion(BaseFusion):
         memory_slots=120,
         output_dim=1024,
         memory_dim=None,
-        temperature_max=10.0,
+        temperature_max=2.0,
         writer_heads=4,
         writer_intermediate_dim=None,
         similarity_loss_weight=1.0,
@@ -357,10 +403,26 @@ class DualMemoryFusion(BaseFusion):
         norm_momentum=0.9,
         norm_epsilon=1e-5,
         embedding_norm="memory",
-        variance_floor=0.0,
+        variance_floor=0.03,
+        similarity_loss="squared_cosine",
+        similarity_gradient="writer",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if similarity_gradient not in SIMILARITY_GRADIENTS:
+            raise ValueError(
+                "Received an invalid value for argument `similarity_gradient`, "
+                f"expected one of {SIMILARITY_GRADIENTS}. "
+                f"Received: similarity_gradient={similarity_gradient!r}"
+            )
+        self.similarity_gradient = similarity_gradient
+        if similarity_loss not in SIMILARITY_LOSSES:
+            raise ValueError(
+                "Received an invalid value for argument `similarity_loss`, "
+                f"expected one of {SIMILARITY_LOSSES}. "
+                f"Received: similarity_loss={similarity_loss!r}"
+            )
+        self.similarity_loss = similarity_loss
         if (
             isinstance(variance_floor, bool)
             or not isinstance(variance_floor, (int, float))
@@ -776,10 +838,14 @@ class DualMemoryFusion(BaseFusion):
             loss = 0.0
             skipped = ops.copy(self.skipped_writes)
             for j, memory in enumerate(self.memories):
-                new_memory = self._write(
-                    r["states"][j], r["embeddings"][j], j, training
-                )
-                loss = loss + mean_pairwise_cosine(new_memory)  # Eq. 4
+                embeddings = r["embeddings"][j]
+                if self.similarity_gradient == "writer":
+                    # Eq. 4 trains the writer, not the encoders.
+                    embeddings = ops.stop_gradient(embeddings)
+                new_memory = self._write(r["states"][j], embeddings, j, training)
+                loss = loss + mean_pairwise_cosine(
+                    new_memory, squared=self.similarity_loss == "squared_cosine"
+                )  # Eq. 4
                 # NaN-safe write: a memory that would hold a non-finite
                 # value keeps its last finite state; the skip is counted.
                 finite = ops.all(ops.isfinite(new_memory))
@@ -826,7 +892,14 @@ class DualMemoryFusion(BaseFusion):
         report["memory"] = [ops.convert_to_numpy(m) for m in self.memories]
         report["memory_after_write"] = [ops.convert_to_numpy(m) for m in after]
         report["similarity_loss"] = float(
-            sum(ops.convert_to_numpy(mean_pairwise_cosine(m)) for m in after)
+            sum(
+                ops.convert_to_numpy(
+                    mean_pairwise_cosine(
+                        m, squared=self.similarity_loss == "squared_cosine"
+                    )
+                )
+                for m in after
+            )
         )
         return report
 
@@ -855,6 +928,8 @@ class DualMemoryFusion(BaseFusion):
             "norm_epsilon": self.norm_epsilon,
             "embedding_norm": self.embedding_norm,
             "variance_floor": self.variance_floor,
+            "similarity_loss": self.similarity_loss,
+            "similarity_gradient": self.similarity_gradient,
         }
 
     @classmethod

@@ -46,11 +46,13 @@ def gumbel_read(
     return z @ memory, z, tau
 
 
-def mean_pairwise_cosine(memory):
-    """Eq. 4 term: mean of cos(M_i, M_j) over i < j, by an explicit loop."""
+def mean_pairwise_cosine(memory, squared=False):
+    """Eq. 4 term: mean of cos(M_i, M_j) (or of its square) over i < j, by
+    an explicit loop."""
     n = len(memory)
     unit = memory / np.linalg.norm(memory, axis=-1, keepdims=True)
-    values = [unit[i] @ unit[j] for i in range(n) for j in range(i + 1, n)]
+    power = 2 if squared else 1
+    values = [(unit[i] @ unit[j]) ** power for i in range(n) for j in range(i + 1, n)]
     return float(np.mean(values)) if values else 0.0
 
 
@@ -146,8 +148,13 @@ def dual_memory_forward(x_a, x_t, memory_a, memory_t, p, noise=(None, None)):
         if mode == "standardize":
             x_a, x_t = q_a, q_t  # the composer pools them too
         # "memory": the composer pools the embeddings as they came in.
-    x_ta, z_a, tau_a = gumbel_read(q_t, memory_a, *p["temperature_a"], noise[0])
-    x_at, z_t, tau_t = gumbel_read(q_a, memory_t, *p["temperature_t"], noise[1])
+    tau_max = p.get("temperature_max", 10.0)
+    x_ta, z_a, tau_a = gumbel_read(
+        q_t, memory_a, *p["temperature_a"], noise[0], tau_max=tau_max
+    )
+    x_at, z_t, tau_t = gumbel_read(
+        q_a, memory_t, *p["temperature_t"], noise[1], tau_max=tau_max
+    )
     if mode == "memory":  # the reads back in their embedding's space
         x_ta = destandardize(x_ta, eps, p["embedding_stats"][0], floor)
         x_at = destandardize(x_at, eps, p["embedding_stats"][1], floor)

@@ -108,6 +108,18 @@ def _errors():
             r"Received: variance_floor=-0.1",
         ),
         (
+            "similarity_loss",
+            lambda: DualMemoryFusion(similarity_loss="cos"),
+            r"argument `similarity_loss`, expected one of \('squared_cosine', "
+            r"'cosine'\). Received: similarity_loss='cos'",
+        ),
+        (
+            "similarity_gradient",
+            lambda: DualMemoryFusion(similarity_gradient="all"),
+            r"argument `similarity_gradient`, expected one of \('writer', "
+            r"'network'\). Received: similarity_gradient='all'",
+        ),
+        (
             "norm_momentum",
             lambda: DualMemoryFusion(norm_momentum=1.5),
             r"argument `norm_momentum`, expected a number between 0 and 1 "
@@ -186,6 +198,7 @@ def _weights(layer):
         "norm_epsilon": layer.norm_epsilon,
         "embedding_norm": layer.embedding_norm,
         "variance_floor": layer.variance_floor,
+        "temperature_max": layer.temperature_max,
         "embedding_stats": None
         if layer.embedding_norms is None
         else [
@@ -258,7 +271,7 @@ def test_training_reader_with_fixed_gumbel_noise_matches_reference(
     )
     w = _weights(layer)
     # x_{t,a}: the text query reads M_a (noise 0); x_{a,t}: audio reads M_t.
-    scale = {"gumbel_scale": gumbel_scale}
+    scale = {"gumbel_scale": gumbel_scale, "tau_max": layer.temperature_max}
     a, t = _standardized(layer, A), _standardized(layer, T)
     read_a, z_a, tau_a = gumbel_read(
         t, memories[0], *w["temperature_a"], noises[0], **scale
@@ -280,7 +293,9 @@ def test_training_reader_with_fixed_gumbel_noise_matches_reference(
     np.testing.assert_allclose(np_(result["reads"][0]), read_a, atol=1e-5)
     np.testing.assert_allclose(np_(result["reads"][1]), read_t, atol=1e-5)
     # The noise matters: the noiseless read differs.
-    _, z_clean, _ = gumbel_read(t, memories[0], *w["temperature_a"])
+    _, z_clean, _ = gumbel_read(
+        t, memories[0], *w["temperature_a"], tau_max=layer.temperature_max
+    )
     assert not np.allclose(z_clean, z_a, atol=1e-3)
 
 
@@ -290,19 +305,52 @@ def test_similarity_loss_matches_reference():
     np.testing.assert_allclose(got, mean_pairwise_cosine(m.astype("float64")), 1e-5)
     one = float(ops.convert_to_numpy(layer_mean_pairwise_cosine(m[:1])))
     assert one == 0.0
-    # The layer adds Eq. 4 on the memories it writes, only in training.
-    layer = _layer(similarity_loss_weight=0.5)
-    layer([A, T], training=False)
-    assert len(layer.losses) == 0
-    layer([A, T], training=True)
-    expected = 0.5 * sum(mean_pairwise_cosine(np_(v)) for v in layer.memories)
-    assert len(layer.losses) == 1
-    np.testing.assert_allclose(np_(layer.losses[0]), expected, atol=1e-5)
+    squared = float(ops.convert_to_numpy(layer_mean_pairwise_cosine(m, squared=True)))
+    np.testing.assert_allclose(
+        squared, mean_pairwise_cosine(m.astype("float64"), squared=True), 1e-5
+    )
+    # The layer adds Eq. 4 on the memories it writes, only in training
+    # (default: squared cosines; "cosine": Eq. 4 as printed).
+    for name, is_squared in (("squared_cosine", True), ("cosine", False)):
+        layer = _layer(similarity_loss_weight=0.5, similarity_loss=name)
+        layer([A, T], training=False)
+        assert len(layer.losses) == 0
+        layer([A, T], training=True)
+        expected = 0.5 * sum(
+            mean_pairwise_cosine(np_(v), squared=is_squared) for v in layer.memories
+        )
+        assert len(layer.losses) == 1
+        np.testing.assert_allclose(np_(layer.losses[0]), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("scale,bound", [(1e4, 10.0), (0.0, 1e-4)])
-def test_temperature_stays_in_bounds(scale, bound):
-    layer = _layer()
+def test_squared_cosine_loss_is_minimal_only_for_orthogonal_slots():
+    # A memory collapsed to one vector and its negative (the avdigits
+    # collapse) is a global minimum of Eq. 4 as printed: its mean cosine is
+    # -1 / (n - 1), the least any n vectors can have. The squared reading
+    # gives it the largest loss, 1; orthogonal slots score 0 in both.
+    n = 6
+    v = np.random.default_rng(3).standard_normal((1, 8)).astype("float32")
+    antipodal = np.concatenate([v, -v] * (n // 2))
+    orthogonal = np.eye(n, 8, dtype="float32") * 3.0
+    loss = lambda m, sq: float(  # noqa: E731
+        ops.convert_to_numpy(layer_mean_pairwise_cosine(m, squared=sq))
+    )
+    np.testing.assert_allclose(loss(antipodal, False), -1 / (n - 1), atol=1e-6)
+    np.testing.assert_allclose(loss(antipodal, True), 1.0, atol=1e-6)
+    assert abs(loss(orthogonal, False)) < 1e-7 and abs(loss(orthogonal, True)) < 1e-7
+    # A random memory: below the antipodal one for the squared loss, above
+    # it for the printed one.
+    r = np.random.default_rng(4).standard_normal((n, 8)).astype("float32")
+    assert loss(r, True) < loss(antipodal, True)
+    assert loss(r, False) > loss(antipodal, False)
+
+
+@pytest.mark.parametrize(
+    "scale,options,bound",
+    [(1e4, {}, 2.0), (1e4, {"temperature_max": 10.0}, 10.0), (0.0, {}, 1e-4)],
+)
+def test_temperature_stays_in_bounds(scale, options, bound):
+    layer = _layer(**options)  # default tau_max 2 (the paper's: 10)
     for dense in layer.temperatures:
         dense.kernel.assign(np.full(tuple(dense.kernel.shape), scale, "float32"))
         dense.bias.assign(np.zeros(tuple(dense.bias.shape), "float32"))
@@ -380,6 +428,35 @@ def test_top_k_scorer_learns_from_similarity_loss(weight, selection):
             assert moved < 1e-7, kernel.path
         else:
             assert moved == 0.0, kernel.path
+
+
+@pytest.mark.parametrize("gradient", ["writer", "network"])
+def test_similarity_gradient_reaches_the_encoders_only_with_network(gradient):
+    # The head is frozen at zero, so the task loss sends no gradient back:
+    # the encoders move only if Eq. 4 reaches them through the embeddings
+    # the writer stores ("network"); with "writer" (default) Eq. 4 trains
+    # the writer alone.
+    a, t = keras.Input((6,)), keras.Input((6,))
+    encoders = [keras.layers.Dense(6, name=f"encoder_{m}") for m in "at"]
+    fusion = DualMemoryFusion(**SMALL, seed=0, similarity_gradient=gradient)
+    fused = fusion([encoders[0](a), encoders[1](t)])
+    head = keras.layers.Dense(3, kernel_initializer="zeros", trainable=False)
+    model = keras.Model([a, t], head(fused))
+    model.compile(
+        keras.optimizers.SGD(0.1),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    before = [np_(e.kernel) for e in encoders]
+    scorers = [np_(writer[-1].kernel) for writer in fusion.writers]
+    model.fit([A, T], np.arange(5) % 3, batch_size=5, epochs=1, verbose=0)
+    moved = [np.abs(np_(e.kernel) - b).max() for e, b in zip(encoders, before)]
+    if gradient == "writer":
+        assert moved == [0.0, 0.0]
+    else:
+        assert min(moved) > 1e-6, moved
+    # The writer learns from Eq. 4 either way.
+    for writer, b in zip(fusion.writers, scorers):
+        assert np.abs(np_(writer[-1].kernel) - b).max() > 1e-6
 
 
 # `jit_compile=False` tests TensorFlow's graph mode (tf.function without XLA)
@@ -577,8 +654,12 @@ def test_configs_without_writer_keys_load_the_legacy_writer():
     config.pop("gumbel_scale")
     assert (config.pop("norm_momentum"), config.pop("norm_epsilon")) == (0.9, 1e-5)
     assert config.pop("embedding_norm") == "memory"
-    assert config.pop("variance_floor") == 0.0
+    assert config.pop("variance_floor") == 0.03
+    assert config.pop("similarity_loss") == "squared_cosine"
+    assert config.pop("similarity_gradient") == "writer"
     old = DualMemoryFusion.from_config(config)
+    assert old.similarity_loss == "cosine"  # Eq. 4 as printed
+    assert old.similarity_gradient == "network"
     assert (old.writer_selection, old.writer_temperature, old.writer_block) == (
         "soft",
         1.0,
