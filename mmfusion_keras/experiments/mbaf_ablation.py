@@ -214,6 +214,12 @@ def add_arguments(parser):
         help="first N examples of each split (tests and smoke runs)",
     )
     parser.add_argument(
+        "--text-encoder",
+        default=None,
+        help="speech-text only: the text features (minilm, glove or tokens; "
+        "default: the grid's, minilm, as `mmfusion train`)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="the grid's quick subset (digits-views, seed 0, 3 sizes, 10 epochs)",
@@ -274,6 +280,16 @@ def settings(args):
         for name in ("epochs", "patience", "batch_size"):
             if getattr(args, name) is not None:
                 training[task][name] = getattr(args, name)
+        text_encoder = getattr(args, "text_encoder", None)
+        if text_encoder is not None and task == "speech-text":
+            from mmfusion_keras.tasks import TEXT_ENCODERS
+
+            if text_encoder not in TEXT_ENCODERS:
+                raise ValueError(
+                    "mbaf-ablation: `--text-encoder` must be one of "
+                    f"{sorted(TEXT_ENCODERS)}. Received: {text_encoder!r}"
+                )
+            training[task]["text_encoder"] = text_encoder
     groups = None
     if args.groups:
         groups = [g.strip() for g in args.groups.split(",") if g.strip()]
@@ -419,8 +435,11 @@ def run(args):
         f"{len(s['tasks'])} tasks = {total} runs (backend {keras.config.backend()})",
     )
     for task_name in s["tasks"]:
-        task = get_task(task_name)
         training = s["training"][task_name]
+        # speech-text: the text features of `mmfusion train` (MiniLM) unless
+        # the grid or --text-encoder says otherwise; part of the run's
+        # identity (a run with other features is not reused).
+        task = get_task(task_name, text_encoder=training.get("text_encoder"))
         for seed in s["seeds"]:
             splits = None
             for cell in order:

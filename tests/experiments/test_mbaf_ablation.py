@@ -85,3 +85,27 @@ def test_errors(capsys):
     assert "`--seeds` takes comma-separated integers >= 0" in capsys.readouterr().err
     assert cli_main(["mbaf-ablation", "--epochs", "0"]) == 2
     assert "`--epochs` must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_speech_text_uses_the_text_features_of_mmfusion_train(capsys):
+    import argparse
+
+    from mmfusion_keras.experiments.mbaf_ablation import add_arguments
+    from mmfusion_keras.experiments.mbaf_ablation import settings
+    from mmfusion_keras.tasks import DEFAULT_TEXT_ENCODER
+
+    parser = add_arguments(argparse.ArgumentParser())
+    s = settings(parser.parse_args(["--tasks", "speech-text,digits-views"]))
+    assert s["training"]["speech-text"]["text_encoder"] == DEFAULT_TEXT_ENCODER
+    assert "text_encoder" not in s["training"]["digits-views"]
+    s = settings(
+        parser.parse_args(["--tasks", "speech-text", "--text-encoder", "tokens"])
+    )
+    assert s["training"]["speech-text"]["text_encoder"] == "tokens"
+    assert (
+        cli_main(["mbaf-ablation", "--tasks", "speech-text", "--text-encoder", "bert"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "`--text-encoder` must be one of ['glove', 'minilm', 'tokens']" in err
+    assert "Received: 'bert'" in err
