@@ -188,9 +188,10 @@ class DualMemoryFusion(BaseFusion):
       2.0: the reader keeps its learned, input-dependent temperature, within
       a range where the read selects among slots; `temperature_max=10` is
       the paper's value.
-    - *Similarity loss* (`similarity_loss`, `similarity_gradient`). The paper introduces Eq. 4
-      as a loss "which seeks to achieve orthogonality among vectors in
-      the memory block", and prints it as the mean cosine similarity of
+    - *Similarity loss* (`similarity_loss`, `similarity_gradient`). The
+      paper introduces Eq. 4 as a loss "which seeks to achieve
+      orthogonality among vectors in the memory block", and prints it as
+      the mean cosine similarity of
       the pairs of slots. The mean cosine does not do that: its least
       value for `n` vectors, `-1 / (n - 1)`, is reached by a memory of one
       vector and its negative (slots `v, -v, v, -v, ...`), which is the
@@ -350,6 +351,10 @@ class DualMemoryFusion(BaseFusion):
             cosine of the pairs of slots, zero only for orthogonal slots)
             or `"cosine"` (Eq. 4 as printed; what files saved before the
             option load with). See "Similarity loss".
+        similarity_gradient: `"writer"` (default: Eq. 4 trains the writer
+            only; the embeddings it stores are taken without gradient) or
+            `"network"` (it also reaches the layers that produce the
+            embeddings; what files saved before the option load with).
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
