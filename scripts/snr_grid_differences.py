@@ -16,8 +16,10 @@ import sys
 
 import numpy as np
 
-AUDIO = ["orig", "2", "0.5", "0.125"]
-IMAGE = ["orig", "1", "0.25", "0.0625"]
+from mmfusion_keras.experiments.snr_grid import SMALL_AUDIO_SNRS as AUDIO
+from mmfusion_keras.experiments.snr_grid import SMALL_IMAGE_SNRS as IMAGE
+from mmfusion_keras.experiments.snr_grid import accuracy_table
+from mmfusion_keras.experiments.snr_grid import parse_snr
 
 
 def load(directories):
@@ -29,20 +31,24 @@ def load(directories):
 
 
 def grids(rows, variant):
+    """`(seeds, audio, image)` accuracies of one variant."""
+    audio, image = [parse_snr(a) for a in AUDIO], [parse_snr(v) for v in IMAGE]
     seeds = sorted({r["seed"] for r in rows})
-    out = np.full((len(seeds), len(AUDIO), len(IMAGE)), np.nan)
-    for r in rows:
-        if r["variant"] == variant:
-            i, j = AUDIO.index(r["test_audio_snr"]), IMAGE.index(r["test_image_snr"])
-            out[seeds.index(r["seed"]), i, j] = float(r["accuracy"])
-    return out
+    return np.stack(
+        [
+            accuracy_table([r for r in rows if r["seed"] == s], variant, audio, image)
+            for s in seeds
+        ]
+    )
 
 
 def main(directories):
     rows = load(directories)
     g = {v: grids(rows, v) for v in ("initial", "second", "fc")}
-    train = (AUDIO.index(rows[0]["train_audio_snr"]) if rows[0]["train_audio_snr"] in AUDIO else None,
-             IMAGE.index(rows[0]["train_image_snr"]) if rows[0]["train_image_snr"] in IMAGE else None)  # fmt: skip
+    train_audio, train_image = rows[0]["train_audio_snr"], rows[0]["train_image_snr"]
+    train = None
+    if train_audio in AUDIO and train_image in IMAGE:
+        train = AUDIO.index(train_audio), IMAGE.index(train_image)
     for v, x in g.items():
         mean = x.mean(0)
         line = (
@@ -50,7 +56,7 @@ def main(directories):
             f"{', '.join(f'{m:.3f}' for m in x.mean((1, 2)))}); range of the "
             f"mean grid {mean.max() - mean.min():.3f}"
         )
-        if None not in train:
+        if train is not None:
             at = " / ".join(f"{a:.3f}" for a in x[:, train[0], train[1]])
             line += f"; at the training SNRs: {at}"
         print(line)
@@ -61,7 +67,9 @@ def main(directories):
         print("| audio \\ image | " + " | ".join(IMAGE) + " |")
         print("|---" * (len(IMAGE) + 1) + "|")
         for i, a in enumerate(AUDIO):
-            cells = " | ".join(f"{mean[i, j]:+.3f} ({std[i, j]:.3f})" for j in range(4))
+            cells = " | ".join(
+                f"{mean[i, j]:+.3f} ({std[i, j]:.3f})" for j in range(len(IMAGE))
+            )
             print(f"| {a} | {cells} |")
         print(
             f"cells with mean difference >= 0: {int((mean >= 0).sum())} of 16; "
